@@ -1,0 +1,149 @@
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from nanogpt.model import GPT, GPTConfig
+from nanogpt.schedule import warmup_cosine, warmup_cosine_lr
+
+
+def tiny(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = dict(block_size=16, vocab_size=11, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def reference_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The same network with attention written out: explicit mask, softmax, weighted sum."""
+    tr, cfg = model.transformer, model.config
+    B, T = idx.shape
+    x = tr.wte(idx) + tr.wpe(torch.arange(T))
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for block in tr.h:
+        h = block.ln_1(x)
+        q, k, v = block.attn.c_attn(h).split(cfg.n_embd, dim=2)
+        hs = cfg.n_embd // cfg.n_head
+        q, k, v = (t.view(B, T, cfg.n_head, hs).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)
+        att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, cfg.n_embd)
+        x = x + block.attn.c_proj(y)
+        h = block.ln_2(x)
+        x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(h)))
+    return model.lm_head(tr.ln_f(x))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_explicit_attention_reference(bias):
+    model = tiny(bias=bias)
+    idx = torch.randint(0, 11, (3, 16))
+    logits, _ = model(idx)
+    torch.testing.assert_close(logits, reference_forward(model, idx), atol=1e-5, rtol=1e-5)
+
+
+def test_loss_is_cross_entropy_of_logits():
+    model = tiny()
+    idx, tgt = torch.randint(0, 11, (2, 16)), torch.randint(0, 11, (2, 16))
+    logits, loss = model(idx, tgt)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 11), tgt.reshape(-1)))
+
+
+def test_changing_a_future_token_never_changes_earlier_logits():
+    model = tiny()
+    idx = torch.randint(0, 11, (1, 16))
+    base, _ = model(idx)
+    for t in range(16):
+        changed = idx.clone()
+        changed[0, t] = (changed[0, t] + 1) % 11
+        logits, _ = model(changed)
+        torch.testing.assert_close(logits[:, :t], base[:, :t], atol=0, rtol=0)
+        assert not torch.allclose(logits[:, t], base[:, t])
+
+
+@pytest.mark.parametrize("bias,tied", [(True, True), (False, True), (True, False), (False, False)])
+def test_parameter_count_matches_closed_form(bias, tied):
+    V, T, L, C = 11, 16, 2, 32
+    model = tiny(bias=bias, tie_weights=tied)
+    ln = 2 * C if bias else C
+    per_block = (
+        ln  # ln_1
+        + 3 * C * C
+        + (3 * C if bias else 0)  # c_attn
+        + C * C
+        + (C if bias else 0)  # attn.c_proj
+        + ln  # ln_2
+        + 4 * C * C
+        + (4 * C if bias else 0)  # c_fc
+        + 4 * C * C
+        + (C if bias else 0)  # mlp.c_proj
+    )
+    total = V * C + T * C + L * per_block + ln + (0 if tied else V * C)
+    assert model.num_params(non_embedding=False) == total
+    assert model.num_params() == total - T * C
+
+
+def test_baby_gpt_has_nanogpts_parameter_count():
+    model = GPT(GPTConfig(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, bias=False))
+    assert round(model.num_params() / 1e6, 2) == 10.65  # nanoGPT prints "number of parameters: 10.65M"
+
+
+def test_weights_are_tied_and_residual_projections_scaled():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=50, n_layer=8, n_head=4, n_embd=256))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    proj = model.transformer.h[0].mlp.c_proj.weight
+    fc = model.transformer.h[0].mlp.c_fc.weight
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert fc.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"n_embd": 30, "n_head": 4}, r"n_embd=30 is not divisible by model.n_head=4.*multiple of n_head"),
+        ({"n_layer": 0}, r"model.n_layer must be a positive integer"),
+        ({"block_size": -1}, r"model.block_size must be a positive integer"),
+        ({"dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+    ],
+)
+def test_config_rejects_bad_values_with_the_fix(kw, match):
+    cfg = dict(block_size=16, vocab_size=11, n_layer=2, n_head=4, n_embd=32)
+    cfg.update(kw)
+    with pytest.raises(ValueError, match=match):
+        GPTConfig(**cfg)
+
+
+def test_longer_input_than_context_is_refused():
+    with pytest.raises(ValueError, match="longer than model.block_size=16"):
+        tiny()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_param_groups_decay_only_matrices_and_embeddings():
+    model = tiny()
+    decay, no_decay = model.param_groups(0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    grouped = {id(p) for g in (decay, no_decay) for p in g["params"]}
+    assert grouped == {id(p) for p in model.parameters()}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(grouped)  # tied weight listed once
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99)
+
+
+def test_warmup_cosine_schedule():
+    lr = lambda s: warmup_cosine_lr(s, 1e-3, 100, 5000, 1e-4)  # noqa: E731
+    assert lr(0) == pytest.approx(1e-3 / 101)
+    assert lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == pytest.approx(1e-3)
+    assert lr(2550) == pytest.approx(5.5e-4)
+    assert lr(5000) == pytest.approx(1e-4) and lr(9000) == pytest.approx(1e-4)
+    opt = torch.optim.AdamW(tiny().parameters(), lr=1e-3)
+    sched = warmup_cosine(opt, 100, 5000, 1e-4)
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="warmup_steps <= scheduler.decay_steps"):
+        warmup_cosine(opt, 100, 50, 1e-4)

@@ -1,0 +1,193 @@
+import csv
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from nanogpt.lightning_module import GPTLightningModule
+from nanogpt.model import GPTConfig
+from nanogpt.train import train
+
+from .conftest import TINY
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, key):
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):
+    metrics = train(cfg_tiny)
+    run = Path(cfg_tiny.paths.output_dir)
+    assert metrics["step"] == 40
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert Path(metrics["best_ckpt"]) == run / "checkpoints" / "best.ckpt"
+    assert (run / "config.yaml").is_file()
+
+    rows = read_metrics(run)
+    train_loss = column(rows, "train/loss")
+    val_loss = column(rows, "val/loss")
+    assert [s for s, _ in val_loss] == [19, 39]  # logged at the last step of each interval
+    assert train_loss[-1][1] < train_loss[0][1] - 0.5
+    assert val_loss[-1][1] < val_loss[0][1]
+    assert metrics["best_val_loss"] == pytest.approx(min(v for _, v in val_loss))
+    ppl = column(rows, "val/ppl")
+    assert ppl[-1][1] == pytest.approx(torch.tensor(val_loss[-1][1]).exp().item(), rel=1e-4)
+    lrs = column(rows, "lr")
+    assert lrs[0][1] == pytest.approx(3e-3 / 6) and max(v for _, v in lrs) == pytest.approx(3e-3, rel=1e-3)
+
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["model"]["n_layer"] == 2
+    assert ckpt["hyper_parameters"]["tokenizer"]["kind"] == "char"
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_overfitting_one_batch_drives_the_loss_under_half():
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=32, vocab_size=20, n_layer=2, n_head=2, n_embd=32)
+    x = torch.randint(0, 20, (4, 33))
+    batch = (x[:, :-1], x[:, 1:])
+
+    module = GPTLightningModule(config, optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=150,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader([batch] * 150, batch_size=None))
+    _, loss = module.model.eval()(*batch)
+    assert loss.item() < 0.5
+
+
+def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(cfg_tiny, tmp_path):
+    straight = train(cfg_tiny)
+
+    first = cfg_tiny.copy()
+    with open_dict(first):
+        first.paths.output_dir = str(tmp_path / "first")
+        first.trainer.max_steps = 20
+        first.scheduler.decay_steps = 40  # the same schedule as the 40-step run
+    train(first)
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20
+
+    second = cfg_tiny.copy()
+    with open_dict(second):
+        second.paths.output_dir = str(tmp_path / "second")
+        second.ckpt_path = str(last)
+    resumed = train(second)
+    assert resumed["step"] == 40
+    steps = [s for s, _ in column(read_metrics(tmp_path / "second"), "train/loss")]
+    assert min(steps) >= 20  # nothing before the checkpoint was trained again
+
+    a = torch.load(straight["best_ckpt"].replace("best", "last"), map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-5, rtol=1e-5)
+    assert resumed["val/loss"] == pytest.approx(straight["val/loss"], abs=1e-4)
+
+
+def test_missing_checkpoint_is_refused(cfg_tiny, tmp_path):
+    with open_dict(cfg_tiny):
+        cfg_tiny.ckpt_path = str(tmp_path / "nope.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*nope.ckpt does not exist.*last.ckpt"):
+        train(cfg_tiny)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(cfg_tiny, tmp_path):
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint")
+    with open_dict(cfg_tiny):
+        cfg_tiny.ckpt_path = str(bogus)
+    with pytest.raises(ValueError, match=r"is not a readable checkpoint.*written by nanogpt-train"):
+        train(cfg_tiny)
+    torch.save({"state_dict": {}}, bogus)
+    with pytest.raises(ValueError, match=r"is not a nanogpt training checkpoint"):
+        train(cfg_tiny)
+
+
+def test_resuming_with_another_model_shape_names_the_override(cfg_tiny, tmp_path):
+    train(cfg_tiny)
+    other = cfg_tiny.copy()
+    with open_dict(other):
+        other.paths.output_dir = str(tmp_path / "other")
+        other.model.n_embd = 64
+        other.ckpt_path = str(Path(cfg_tiny.paths.output_dir) / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"different model.*resume with model.n_embd=32"):
+        train(other)
+
+
+def test_a_failed_run_never_overwrites_an_earlier_runs_checkpoints(cfg_tiny):
+    train(cfg_tiny)
+    ckpt_dir = Path(cfg_tiny.paths.output_dir) / "checkpoints"
+    before = {p.name: p.read_bytes() for p in ckpt_dir.iterdir()}
+    with pytest.raises(FileExistsError, match="already holds checkpoints of another run"):
+        train(cfg_tiny)
+    assert {p.name: p.read_bytes() for p in ckpt_dir.iterdir()} == before
+
+
+def test_model_shape_errors_come_before_any_work(cfg_tiny):
+    with open_dict(cfg_tiny):
+        cfg_tiny.model.n_embd = 30
+        cfg_tiny.model.n_head = 4
+    with pytest.raises(ValueError, match="not divisible by model.n_head=4"):
+        train(cfg_tiny)
+    assert not Path(cfg_tiny.data.data_dir).exists()
+
+
+@pytest.mark.parametrize("key", ["data.batch_size", "model.block_size"])
+def test_non_positive_batch_or_block_size_is_refused(cfg_tiny, key):
+    with open_dict(cfg_tiny):
+        group, name = key.split(".")
+        cfg_tiny[group][name] = 0
+    with pytest.raises(ValueError, match=rf"{key} must be a positive integer, got 0"):
+        train(cfg_tiny)
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    exe = Path(sys.executable).with_name("nanogpt-train")
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_trains_into_one_run_folder(tmp_path, text_path):
+    result = run_cli(
+        [
+            *TINY,
+            "trainer.max_steps=10",
+            "trainer.val_check_interval=5",
+            f"data.path={text_path}",
+            "name=cli",
+            "paths.root_dir=.",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "cli").iterdir()
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert (run / "config.yaml").is_file() and (run / "csv" / "metrics.csv").is_file()
+    assert (run / ".hydra" / "overrides.yaml").is_file()
+    assert (tmp_path / "data" / "shakespeare_char" / "meta.json").is_file()
+    log = (run / "train.log").read_text()
+    assert "parameters" in log and "output folder" in log and str(run.name) in log
+
+
+def test_cli_unknown_experiment_lists_the_choices(tmp_path):
+    result = run_cli(["experiment=shakespeare_chr"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'experiment/shakespeare_chr'" in result.stderr
+    assert "shakespeare_char_cpu" in result.stderr  # Hydra lists the available experiments
