@@ -1,0 +1,202 @@
+"""Benchmark the shakespeare_char_cpu recipe: nanogpt-train against a plain PyTorch loop.
+
+Both runs train the same model on the same batches with the same optimizer, schedule, clipping,
+evaluation and best-checkpoint saving; the only difference is Lightning and Hydra around the loop.
+Each is timed as a whole command, start-up included, in its own process, and its peak RSS is read
+from the kernel. The final model of each is then scored on the *whole* val split.
+
+    python scripts/benchmark.py                      # both, then the table
+    python scripts/benchmark.py --repeats 2          # alternate the two, report the median
+    python scripts/benchmark.py plain --out DIR      # only the plain loop (used by the above)
+
+Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt when offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+EXPERIMENT = "shakespeare_char_cpu"
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from nanogpt.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", *overrides])
+
+
+def plain_loop(out: Path, overrides: list[str]) -> None:
+    """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data."""
+    import torch
+
+    from nanogpt.data import prepare_corpus
+    from nanogpt.data.datamodule import EvalWindows, TrainWindows
+    from nanogpt.model import GPT, GPTConfig
+    from nanogpt.schedule import warmup_cosine_lr
+
+    cfg = compose(overrides)
+    d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
+    torch.manual_seed(cfg.seed)
+    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
+    fields = {k: v for k, v in m.items() if k != "vocab_size"}
+    model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
+    optimizer = model.configure_optimizers(o.weight_decay, o.lr, tuple(o.betas), "cpu")
+    data_dir = Path(d.data_dir)
+    train_batches = iter(TrainWindows(data_dir / "train.bin", d.block_size, d.batch_size, cfg.seed))
+    val = EvalWindows(data_dir / "val.bin", d.block_size, d.batch_size, d.eval_batches)
+
+    @torch.no_grad()
+    def evaluate() -> float:
+        model.eval()
+        losses = [model(x, y)[1].item() for x, y in val]
+        model.train()
+        return sum(losses) / len(losses)
+
+    out.mkdir(parents=True, exist_ok=True)
+    best = float("inf")
+    for step in range(t.max_steps):
+        lr = warmup_cosine_lr(step, o.lr, s.warmup_steps, s.decay_steps, s.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(train_batches)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.gradient_clip_val)
+        optimizer.step()
+        if (step + 1) % t.val_check_interval == 0 or step + 1 == t.max_steps:
+            val_loss = evaluate()
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
+            if val_loss < best:
+                best = val_loss
+                torch.save(state, out / "best.pt")
+            torch.save(state, out / "last.pt")
+            print(f"step {step + 1}: val loss {val_loss:.4f}", flush=True)
+
+
+def run_timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run ``cmd`` to completion; return (wall seconds, peak RSS in MiB) of that process alone."""
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(cmd)} failed; see {log}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
+    """Mean cross-entropy over every token of the val split, in non-overlapping windows."""
+    import torch
+
+    from nanogpt.data.datamodule import EvalWindows
+    from nanogpt.data.prepare import read_meta
+    from nanogpt.model import GPT, GPTConfig
+
+    cfg = compose(overrides)
+    meta = read_meta(cfg.data.data_dir)
+    fields = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
+    model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
+    model.load_state_dict(state_dict)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in EvalWindows(Path(cfg.data.data_dir) / "val.bin", cfg.data.block_size, 64, None):
+            _, loss = model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+    return total / count
+
+
+def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
+    import torch
+
+    root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
+    train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
+    results: dict[str, list[tuple[float, float]]] = {
+        "nanogpt-train (Lightning)": [],
+        "plain PyTorch loop": [],
+    }
+    cfg = compose(overrides)
+    steps, tokens_per_step = cfg.trainer.max_steps, cfg.data.batch_size * cfg.data.block_size
+    for r in range(repeats):
+        lit_dir, plain_dir = root / f"lightning{r}", root / f"plain{r}"
+        lit = run_timed(
+            [train_cmd, f"experiment={EXPERIMENT}", f"hydra.run.dir={lit_dir}", *overrides],
+            root / f"lightning{r}.log",
+        )
+        results["nanogpt-train (Lightning)"].append(lit)
+        plain = run_timed(
+            [sys.executable, __file__, "plain", "--out", str(plain_dir), *overrides], root / f"plain{r}.log"
+        )
+        results["plain PyTorch loop"].append(plain)
+        print(f"repeat {r + 1}/{repeats}: lightning {lit[0]:.1f}s, plain {plain[0]:.1f}s", flush=True)
+
+    last = repeats - 1
+    lit_state = torch.load(root / f"lightning{last}" / "checkpoints" / "last.ckpt", map_location="cpu")
+    lit_model = {
+        k.removeprefix("model."): v for k, v in lit_state["state_dict"].items() if k.startswith("model.")
+    }
+    plain_model = torch.load(root / f"plain{last}" / "last.pt", map_location="cpu")["model"]
+    val = {
+        "nanogpt-train (Lightning)": full_val_loss(lit_model, overrides),
+        "plain PyTorch loop": full_val_loss(plain_model, overrides),
+    }
+
+    print(
+        f"\n{EXPERIMENT}: {steps} steps x {tokens_per_step} tokens, {torch.get_num_threads()} threads, "
+        f"median of {repeats}"
+    )
+    header = f"| {'run':<26} | {'val loss (whole split)':>22} | {'wall s':>7} | {'steps/s':>7} | {'tokens/s':>8} | {'peak RSS MiB':>12} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    walls = {}
+    for name, runs in results.items():
+        wall = statistics.median(w for w, _ in runs)
+        rss = max(r for _, r in runs)
+        walls[name] = wall
+        print(
+            f"| {name:<26} | {val[name]:>22.4f} | {wall:>7.1f} | {steps / wall:>7.2f} | "
+            f"{steps * tokens_per_step / wall:>8,.0f} | {rss:>12.0f} |"
+        )
+    ratio = walls["nanogpt-train (Lightning)"] / walls["plain PyTorch loop"]
+    print(
+        f"\nLightning / plain wall time: {ratio:.3f}x (target <= 1.05x); "
+        f"full-split val loss {val['nanogpt-train (Lightning)']:.4f} (target <= 1.90)"
+    )
+    print(f"runs kept in {root}")
+    (root / "benchmark.json").write_text(
+        json.dumps({"results": results, "val": val, "ratio": ratio}, indent=1)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", choices=["compare", "plain"], default="compare")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="folder for the runs (default: a new temporary folder)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to both runs")
+    args = parser.parse_intermixed_args()
+    if args.mode == "plain":
+        plain_loop(args.out, args.overrides)
+    else:
+        compare(args.repeats, args.overrides, args.out)
+
+
+if __name__ == "__main__":
+    main()
