@@ -160,7 +160,10 @@ def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
         f"\n{EXPERIMENT}: {steps} steps x {tokens_per_step} tokens, {torch.get_num_threads()} threads, "
         f"median of {repeats}"
     )
-    header = f"| {'run':<26} | {'val loss (whole split)':>22} | {'wall s':>7} | {'steps/s':>7} | {'tokens/s':>8} | {'peak RSS MiB':>12} |"
+    header = (
+        f"| {'run':<26} | {'val loss (whole split)':>22} | {'wall s':>7} | {'steps/s':>7} "
+        f"| {'tokens/s':>8} | {'peak RSS MiB':>12} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     walls = {}

@@ -22,8 +22,8 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, decay_steps: int, min
     """A per-step scheduler following :func:`warmup_cosine_lr` from each group's own learning rate."""
     if warmup_steps < 0 or decay_steps < warmup_steps:
         raise ValueError(
-            f"need 0 <= scheduler.warmup_steps <= scheduler.decay_steps, got {warmup_steps} and {decay_steps} "
-            f"(decay_steps follows trainer.max_steps unless an experiment sets it); lower the warm-up, "
+            f"need 0 <= scheduler.warmup_steps <= scheduler.decay_steps, got {warmup_steps} and "
+            f"{decay_steps} (decay_steps follows trainer.max_steps unless an experiment sets it); lower the warm-up, "
             f"e.g. scheduler.warmup_steps={max(0, decay_steps // 10)}"
         )
 
