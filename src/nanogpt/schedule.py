@@ -23,8 +23,8 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, decay_steps: int, min
     if warmup_steps < 0 or decay_steps < warmup_steps:
         raise ValueError(
             f"need 0 <= scheduler.warmup_steps <= scheduler.decay_steps, got {warmup_steps} and "
-            f"{decay_steps} (decay_steps follows trainer.max_steps unless an experiment sets it); lower the warm-up, "
-            f"e.g. scheduler.warmup_steps={max(0, decay_steps // 10)}"
+            f"{decay_steps} (decay_steps follows trainer.max_steps unless an experiment sets it); "
+            f"lower the warm-up, e.g. scheduler.warmup_steps={max(0, decay_steps // 10)}"
         )
 
     def factor(max_lr: float):
