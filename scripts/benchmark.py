@@ -31,7 +31,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from nanogpt.train import CONFIG_DIR
+    from nanogpt import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", *overrides])
@@ -41,8 +41,7 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
     """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data."""
     import torch
 
-    from nanogpt.data import prepare_corpus
-    from nanogpt.data.datamodule import EvalWindows, TrainWindows
+    from nanogpt.data import EvalWindows, TrainWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
     from nanogpt.schedule import warmup_cosine_lr
 

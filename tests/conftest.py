@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from nanogpt.train import CONFIG_DIR
+from nanogpt import CONFIG_DIR
 
 LINES = [
     "First Citizen: Before we proceed any further, hear me speak.",

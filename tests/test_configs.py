@@ -5,7 +5,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from nanogpt.train import CONFIG_DIR
+from nanogpt import CONFIG_DIR
 
 from .conftest import compose_train
 

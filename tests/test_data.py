@@ -10,8 +10,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nanogpt.data import CharTokenizer, GPT2Tokenizer, TextDataModule, prepare_corpus, tokenizer_from_meta
-from nanogpt.data.datamodule import EvalWindows, TrainWindows
+from nanogpt.data import (
+    CharTokenizer,
+    EvalWindows,
+    GPT2Tokenizer,
+    TextDataModule,
+    TrainWindows,
+    prepare_corpus,
+    tokenizer_from_meta,
+)
 
 from .conftest import make_text
 

@@ -20,19 +20,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from nanogpt.data import TextDataModule
+from nanogpt import CONFIG_DIR
+from nanogpt.data.datamodule import TextDataModule
 from nanogpt.lightning_module import CHECKPOINT_FORMAT, GPTLightningModule
 from nanogpt.model import GPTConfig
-
-
-def _config_dir() -> str:
-    packaged = Path(__file__).parent / "configs"  # a wheel carries them here
-    if packaged.is_dir():
-        return str(packaged)
-    return str(Path(__file__).resolve().parents[2] / "configs")  # a source checkout
-
-
-CONFIG_DIR = _config_dir()
 
 # Lightning's _pytree module calls an API that torch deprecated; nothing a user can act on.
 warnings.filterwarnings("ignore", category=FutureWarning, module="lightning.pytorch.utilities._pytree")
