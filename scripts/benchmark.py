@@ -124,6 +124,7 @@ def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
     import torch
 
     root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
     train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
     results: dict[str, list[tuple[float, float]]] = {
         "nanogpt-train (Lightning)": [],

@@ -103,6 +103,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _fresh_output_dir(output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
 
     fields = OmegaConf.to_container(cfg.model, resolve=True)
     vocab_size = fields.pop("vocab_size", None)

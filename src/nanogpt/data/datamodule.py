@@ -1,0 +1,130 @@
+"""The LightningDataModule: prepares a corpus folder once, then streams token windows from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader, IterableDataset
+
+from nanogpt.data.prepare import prepare_corpus, read_meta
+from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
+from nanogpt.data.windows import EvalWindows, TrainWindows
+
+class TextDataModule(L.LightningDataModule):
+    """A text corpus as token windows: prepares ``data_dir`` once, then streams from it.
+
+    Args:
+        data_dir: folder holding ``input.txt`` (or a download of it), the token files and meta.json.
+        path: the text to train on; defaults to ``data_dir/input.txt``.
+        url, md5: where to download ``input.txt`` from when it is missing, and its checksum.
+        tokenizer: ``char`` or ``gpt2``.
+        block_size: tokens per window (the model's context).
+        batch_size: windows per batch, per device.
+        eval_batches: validation batches per evaluation; ``None`` scores the whole val split.
+        num_workers: DataLoader worker processes; 0 builds batches in the training process,
+            which costs tens of microseconds per batch.
+        seed: seeds the training stream; validation windows use their own fixed seed.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        path: str | os.PathLike | None = None,
+        url: str | None = None,
+        md5: str | None = None,
+        tokenizer: str = "char",
+        val_fraction: float = 0.1,
+        block_size: int = 256,
+        batch_size: int = 64,
+        eval_batches: int | None = 200,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 1337,
+    ) -> None:
+        super().__init__()
+        for name, value in (("block_size", block_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {value!r}; set data.{name}=...")
+        if eval_batches is not None and (not isinstance(eval_batches, int) or eval_batches < 1):
+            raise ValueError(
+                f"data.eval_batches must be a positive integer or null (whole val split), got {eval_batches!r}"
+            )
+        self.data_dir = Path(data_dir)
+        self.path = path
+        self.url = url
+        self.md5 = md5
+        self.tokenizer_kind = tokenizer
+        self.val_fraction = val_fraction
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.eval_batches = eval_batches
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self._meta: dict | None = None
+
+    def prepare_data(self) -> None:
+        self._meta = prepare_corpus(
+            self.data_dir, self.path, self.url, self.md5, self.tokenizer_kind, self.val_fraction
+        )
+
+    @property
+    def meta(self) -> dict:
+        if self._meta is None:
+            # another process (e.g. DDP rank 0) prepared the folder
+            self._meta = read_meta(self.data_dir)
+            if self._meta is None:
+                raise RuntimeError(f"{self.data_dir} is not prepared; call prepare_data() first")
+        return self._meta
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["tokenizer"]["vocab_size"]
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return tokenizer_from_meta(self.meta["tokenizer"])
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            n = self.meta[f"{split}_tokens"]
+            if n < self.block_size + 1:
+                raise ValueError(
+                    f"the {split} split of {self.meta['source']} has {n} tokens, fewer than "
+                    f"block_size + 1 = {self.block_size + 1}. Use a longer text or a smaller "
+                    f"model.block_size (at most {n - 1})"
+                )
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset: IterableDataset) -> DataLoader:
+        # batch_size=None: the datasets already yield whole batches
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, _ = self._rank()
+        # On resume Lightning has restored global_step before asking for the loader, so the
+        # stream continues exactly where the interrupted run stopped.
+        start = 0
+        if self.trainer is not None:
+            start = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        return self._loader(
+            TrainWindows(self.data_dir / "train.bin", self.block_size, self.batch_size, self.seed, rank, start)
+        )
+
+    def eval_dataset(self, split: str = "val", num_batches: int | None = None) -> EvalWindows:
+        rank, world = self._rank()
+        return EvalWindows(self.data_dir / f"{split}.bin", self.block_size, self.batch_size, num_batches, rank, world)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_dataset("val", self.eval_batches))

@@ -1,0 +1,89 @@
+"""Random and fixed token windows over a memmap of token ids, as ``IterableDataset``s.
+
+Datasets yield whole batches ``(x, y)`` of shape ``(batch_size, block_size)`` where ``y`` is ``x``
+shifted left by one token. Each batch is one fancy-indexed read of the memmap, so the corpus never
+has to fit in RAM and there is no per-sample collate work. Plain PyTorch and NumPy: no Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from nanogpt.data.prepare import TOKEN_DTYPE
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _windows(data: np.ndarray, offsets: np.ndarray, block_size: int) -> Batch:
+    idx = offsets[:, None] + np.arange(block_size + 1)  # (B, T+1)
+    w = torch.from_numpy(data[idx].astype(np.int64))  # (B, T+1)
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+class TrainWindows(IterableDataset):
+    """An endless stream of batches of random windows.
+
+    Batch ``i`` is drawn from a generator seeded by ``(seed, rank, i)``: ranks never share a
+    stream, workers take alternate batch indices so they never repeat each other, and the stream
+    does not depend on the number of workers. Starting at ``start_batch`` resumes it exactly.
+    """
+
+    def __init__(self, bin_path: str | os.PathLike, block_size: int, batch_size: int, seed: int,
+                 rank: int = 0, start_batch: int = 0) -> None:
+        super().__init__()
+        self.bin_path = str(bin_path)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        data = np.memmap(self.bin_path, dtype=TOKEN_DTYPE, mode="r")
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        high = len(data) - self.block_size  # the last start that still leaves room for the target
+        i = self.start_batch + worker
+        while True:
+            rng = np.random.default_rng([self.seed, self.rank, i])
+            yield _windows(data, rng.integers(0, high, size=self.batch_size), self.block_size)
+            i += num_workers
+
+
+class EvalWindows(IterableDataset):
+    """A fixed list of windows, split across ranks.
+
+    With ``num_batches`` set, the windows are drawn from a generator with a fixed seed, so one
+    checkpoint always gets the same loss. With ``num_batches=None`` the whole split is covered by
+    non-overlapping windows: every token after the first ``block_size`` of a window is scored once.
+    """
+
+    def __init__(self, bin_path: str | os.PathLike, block_size: int, batch_size: int,
+                 num_batches: int | None, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        self.bin_path = str(bin_path)
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+
+    def _offsets(self, n_tokens: int) -> np.ndarray:
+        high = n_tokens - self.block_size
+        if self.num_batches is None:
+            return np.arange(0, high, self.block_size)
+        rng = np.random.default_rng(self.seed)
+        return rng.integers(0, high, size=self.num_batches * self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        data = np.memmap(self.bin_path, dtype=TOKEN_DTYPE, mode="r")
+        offsets = self._offsets(len(data))
+        batches = [offsets[i : i + self.batch_size] for i in range(0, len(offsets), self.batch_size)]
+        for chunk in batches[self.rank :: self.world_size]:
+            yield _windows(data, chunk, self.block_size)
