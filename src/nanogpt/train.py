@@ -29,7 +29,7 @@ from nanogpt.model import GPTConfig
 warnings.filterwarnings("ignore", category=FutureWarning, module="lightning.pytorch.utilities._pytree")
 
 
-def load_checkpoint_for_resume(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> Path:
+def resolve_resume_checkpoint(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> Path:
     """Check that ``ckpt_path`` is a training checkpoint of this model before Lightning opens it."""
     path = Path(ckpt_path).expanduser()
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     model_config = dataclasses.replace(model_config, vocab_size=vocab_size or datamodule.vocab_size)
     if ckpt_path is not None:
-        ckpt_path = load_checkpoint_for_resume(ckpt_path, model_config)
+        ckpt_path = resolve_resume_checkpoint(ckpt_path, model_config)
 
     module = GPTLightningModule(
         model_config,
