@@ -3,9 +3,11 @@
 The recipe: ``num_prompts`` windows at evenly spaced, fixed positions of the val tokens; the first
 ``prompt_tokens`` of each are the prompt and the next ``continuation_tokens`` the reference. The
 model continues each prompt (greedy by default), both texts are decoded, and corpus BLEU is
-computed by torchmetrics' ``SacreBLEUScore``: sacrebleu's ``13a`` word tokenizer, n-grams up to 4,
-no smoothing, reported on sacrebleu's 0-100 scale. Decoding to text first makes the score
-comparable between char and BPE models.
+computed by torchmetrics' ``SacreBLEUScore``: sacrebleu's ``13a`` word tokenizer, n-grams up to
+``n_gram`` (4), no smoothing, reported on sacrebleu's 0-100 scale. Decoding to text first makes the
+score comparable between char and BPE models. Without smoothing the score is exactly 0 until at least
+one continuation shares an ``n_gram``-word sequence with its reference, which a weak model rarely
+does; a lower ``n_gram`` shows progress earlier.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class BleuSettings:
     top_k: int | None = None
     top_p: float | None = None
     seed: int = 0  # seeds sampling when temperature > 0
+    n_gram: int = 4  # the longest word sequence counted, as in standard BLEU
 
     def __post_init__(self) -> None:
-        for name in ("num_prompts", "prompt_tokens", "continuation_tokens"):
+        for name in ("num_prompts", "prompt_tokens", "continuation_tokens", "n_gram"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"bleu {name} must be a positive integer, got {value!r}; set {name}=...")
@@ -68,9 +71,9 @@ def bleu_prompts(tokens: np.ndarray, settings: BleuSettings) -> tuple[torch.Tens
     return windows[:, : settings.prompt_tokens], windows[:, settings.prompt_tokens :]
 
 
-def corpus_bleu(predictions: list[str], references: list[str]) -> float:
-    """SacreBLEU (13a tokens, 4-grams) of ``predictions`` against one reference each, on 0-100."""
-    metric = SacreBLEUScore(n_gram=4, tokenize="13a")
+def corpus_bleu(predictions: list[str], references: list[str], n_gram: int = 4) -> float:
+    """SacreBLEU (13a tokens, up to ``n_gram``-grams) of ``predictions`` against one reference each, 0-100."""
+    metric = SacreBLEUScore(n_gram=n_gram, tokenize="13a")
     return 100.0 * metric(predictions, [[r] for r in references]).item()
 
 
@@ -98,5 +101,5 @@ def evaluate_bleu(
         BleuSample(tokenizer.decode(p), tokenizer.decode(r), tokenizer.decode(c))
         for p, r, c in zip(prompts.tolist(), references.tolist(), continuations, strict=True)
     ]
-    score = corpus_bleu([s.continuation for s in samples], [s.reference for s in samples])
+    score = corpus_bleu([s.continuation for s in samples], [s.reference for s in samples], settings.n_gram)
     return score, samples

@@ -95,7 +95,7 @@ class BleuCallback(Callback):
     TensorBoard text entry, or ``samples.jsonl`` beside a CSV logger's ``metrics.csv``.
 
     Args:
-        num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed: see
+        num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed, n_gram: see
             :class:`nanogpt.bleu.BleuSettings`.
         every_n_evals: measure at every n-th validation only, to save time.
     """
@@ -109,10 +109,11 @@ class BleuCallback(Callback):
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int = 0,
+        n_gram: int = 4,
         every_n_evals: int = 1,
     ) -> None:
         self.settings = BleuSettings(
-            num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed
+            num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed, n_gram
         )
         if isinstance(every_n_evals, bool) or not isinstance(every_n_evals, int) or every_n_evals < 1:
             raise ValueError(

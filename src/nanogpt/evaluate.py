@@ -71,7 +71,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
         "ppl": math.exp(loss),
         "bpc": loss * meta["val_tokens"] / meta["val_chars"] / math.log(2),
         "bleu": bleu_score,
-        "bleu_recipe": {**OmegaConf.to_container(cfg.bleu, resolve=True), "tokenize": "13a", "n_gram": 4},
+        "bleu_recipe": {**OmegaConf.to_container(cfg.bleu, resolve=True), "tokenize": "13a"},
     }
     rows = [
         ("loss", f"{loss:.4f}"),
