@@ -129,11 +129,11 @@ class BleuCallback(Callback):
         dm = trainer.datamodule
         if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "data_dir"):
             return  # prompts come from a prepared val split; a bare DataLoader has none
-        # Every rank scores the same prompts the same way, so the value needs no syncing.
+        # Every rank scores the same prompts the same way, so syncing averages equal values.
         score, samples = evaluate_bleu(
             pl_module.model, dm.tokenizer, split_tokens(dm.data_dir), self.settings
         )
-        pl_module.log("val/bleu", score, batch_size=1)
+        pl_module.log("val/bleu", score, batch_size=1, sync_dist=True)
         self._log_samples(trainer, samples)
 
     @rank_zero_only
