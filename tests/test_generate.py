@@ -26,6 +26,14 @@ def test_cached_generation_equals_full_recomputation(prompt_len, new_tokens):
     assert torch.equal(*sampled)
 
 
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+def test_the_smallest_contexts_still_generate(block_size):
+    model = tiny(block_size=block_size)
+    idx = torch.randint(0, 11, (2, 4))
+    out = model.generate(idx, 9, temperature=0)
+    assert out.shape == (2, 13) and torch.equal(out, model.generate(idx, 9, temperature=0, use_cache=False))
+
+
 def test_cached_logits_match_a_plain_forward_within_the_context():
     model = tiny()
     idx = torch.randint(0, 11, (2, 12))

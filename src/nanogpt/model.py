@@ -261,7 +261,7 @@ class GPT(nn.Module):
         caches = None
         for _ in range(max_new_tokens):
             if idx.size(1) - start > block_size:
-                start = idx.size(1) - block_size // 2
+                start = idx.size(1) - max(1, block_size // 2)  # the newest half, at least one token
                 caches = None
             if not use_cache:
                 logits, _ = self(idx[:, start:])
