@@ -44,7 +44,12 @@ def resolve_checkpoint(ckpt_path: str | os.PathLike | None) -> Path:
 def load_checkpoint(
     ckpt_path: str | os.PathLike | None, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer, dict[str, Any]]:
-    """Return ``(model, tokenizer, hparams)`` from a checkpoint or run folder; the model is in eval mode."""
+    """Return ``(model, tokenizer, hparams)`` from a checkpoint or run folder.
+
+    The model is in eval mode on ``device``; ``"auto"`` means CUDA when there is one, else the CPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     path = resolve_checkpoint(ckpt_path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

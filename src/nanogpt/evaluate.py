@@ -18,7 +18,6 @@ from nanogpt.bleu import BleuSettings, evaluate_bleu, split_tokens
 from nanogpt.checkpoint import load_checkpoint, resolve_checkpoint
 from nanogpt.data import TextDataModule
 from nanogpt.model import GPT
-from nanogpt.sample import pick_device
 from nanogpt.train import CONFIG_DIR, instantiate
 
 
@@ -42,7 +41,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     out = out or sys.stdout
     bleu = BleuSettings(**OmegaConf.to_container(cfg.bleu, resolve=True))
     path = resolve_checkpoint(cfg.ckpt_path)
-    model, tokenizer, hparams = load_checkpoint(path, pick_device(cfg.device))
+    model, tokenizer, hparams = load_checkpoint(path, cfg.device)
 
     cfg = cfg.copy()
     with open_dict(cfg):

@@ -50,12 +50,6 @@ def encode_prompt(text: str, tokenizer: Tokenizer) -> tuple[list[int], str | Non
         ) from None
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class StreamPrinter:
     """An ``on_token`` hook that prints a single sequence's text as its tokens arrive."""
 
@@ -86,8 +80,8 @@ def sample(cfg: DictConfig, out: TextIO | None = None) -> list[str]:
     """Print ``cfg.num_samples`` continuations of ``cfg.prompt`` as they are generated; return them."""
     out = out or sys.stdout
     check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
-    device = pick_device(cfg.device)
-    model, tokenizer, _ = load_checkpoint(cfg.ckpt_path, device)
+    model, tokenizer, _ = load_checkpoint(cfg.ckpt_path, cfg.device)
+    device = model.lm_head.weight.device
     ids, note = encode_prompt(read_prompt(cfg.prompt), tokenizer)
     if note:
         print(note, file=sys.stderr)
