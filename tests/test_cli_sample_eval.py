@@ -12,8 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from nanogpt.checkpoint import load_checkpoint
+from nanogpt.data import CharTokenizer, GPT2Tokenizer
 from nanogpt.evaluate import evaluate
-from nanogpt.sample import sample
+from nanogpt.sample import encode_prompt, read_prompt, sample
 from nanogpt.train import CONFIG_DIR, train
 
 TINY_BLEU = ["bleu.num_prompts=4", "bleu.prompt_tokens=16", "bleu.continuation_tokens=16"]
@@ -195,3 +196,18 @@ def test_cli_sample_and_eval_run_end_to_end(run_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bits/char" in result.stdout and "BLEU" in result.stdout
     assert list(tmp_path.iterdir()) == []  # neither CLI leaves files where it runs
+
+
+def test_empty_prompts_without_a_newline_and_for_bpe_models():
+    with pytest.raises(ValueError, match=r"prompt is empty and this model's vocabulary has no newline"):
+        encode_prompt("", CharTokenizer(list("abc")))
+    try:
+        gpt2 = GPT2Tokenizer()
+    except RuntimeError:
+        pytest.skip("GPT-2 BPE files not available; set TIKTOKEN_CACHE_DIR")
+    assert encode_prompt("", gpt2) == ([50256], "empty prompt: starting from the <|endoftext|> token")
+
+
+def test_a_missing_prompt_file_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope.txt: no file at .*pass prompt=FILE:/path"):
+        read_prompt(f"FILE:{tmp_path / 'nope.txt'}")
