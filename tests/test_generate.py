@@ -34,11 +34,18 @@ def test_the_smallest_contexts_still_generate(block_size):
     assert out.shape == (2, 13) and torch.equal(out, model.generate(idx, 9, temperature=0, use_cache=False))
 
 
+def test_generation_runs_under_autocast():
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16)).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.generate(torch.zeros(2, 3, dtype=torch.long), 12, temperature=0)
+    assert out.shape == (2, 15)
+
+
 def test_cached_logits_match_a_plain_forward_within_the_context():
     model = tiny()
     idx = torch.randint(0, 11, (2, 12))
     full, _ = model(idx)
-    caches = model.new_caches(2)
+    caches = model.new_caches()
     steps = [model(idx[:, :5], caches=caches)[0]] + [
         model(idx[:, t : t + 1], caches=caches)[0] for t in range(5, 12)
     ]

@@ -49,21 +49,24 @@ class GPTConfig:
 class KVCache:
     """Keys and values of the tokens one attention layer has seen, so each new token costs O(T).
 
-    The buffers are allocated once at full context length; ``length`` says how much is filled.
+    The buffers are allocated at the first append, for ``max_len`` tokens and in the dtype of the
+    keys (which autocast may have changed); ``length`` says how much is filled.
     """
 
-    def __init__(
-        self, batch_size: int, n_head: int, max_len: int, head_size: int, like: torch.Tensor
-    ) -> None:
-        shape = (batch_size, n_head, max_len, head_size)
-        self.k = torch.empty(shape, dtype=like.dtype, device=like.device)
-        self.v = torch.empty(shape, dtype=like.dtype, device=like.device)
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store ``k, v`` of shape (B, nh, T, hs) and return every key and value so far."""
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = k.new_empty(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
+            self.v = v.new_empty(B, nh, self.max_len, hs)
         end = self.length + k.size(2)
-        assert end <= self.k.size(2), "KV cache overflow: the caller must re-prefill a cropped context"
+        assert end <= self.max_len, "KV cache overflow: the caller must re-prefill a cropped context"
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end
@@ -223,14 +226,9 @@ class GPT(nn.Module):
         extra = {"fused": True} if fused else {}
         return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, **extra)
 
-    def new_caches(self, batch_size: int) -> list[KVCache]:
-        """Empty key/value caches, one per layer, for a batch of ``batch_size`` sequences."""
-        cfg = self.config
-        like = self.lm_head.weight
-        return [
-            KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, like)
-            for _ in range(cfg.n_layer)
-        ]
+    def new_caches(self) -> list[KVCache]:
+        """Empty key/value caches, one per layer, each holding up to ``block_size`` tokens."""
+        return [KVCache(self.config.block_size) for _ in range(self.config.n_layer)]
 
     @torch.no_grad()
     def stream(
@@ -253,7 +251,7 @@ class GPT(nn.Module):
         Call ``model.eval()`` first: dropout would make the samples noisy.
         """
         check_sampling(temperature, top_k, top_p)
-        B, T = idx.size()
+        T = idx.size(1)
         if T == 0:
             raise ValueError("the prompt is empty; pass at least one token (e.g. a newline) to start from")
         block_size = self.config.block_size
@@ -266,7 +264,7 @@ class GPT(nn.Module):
             if not use_cache:
                 logits, _ = self(idx[:, start:])
             elif caches is None:  # prefill: read the whole context once
-                caches = self.new_caches(B)
+                caches = self.new_caches()
                 logits, _ = self(idx[:, start:], caches=caches)
             else:  # the rest is cached: only the newest token goes through the network
                 logits, _ = self(idx[:, -1:], caches=caches)
