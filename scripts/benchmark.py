@@ -101,7 +101,7 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     """Mean cross-entropy over every token of the val split, in non-overlapping windows."""
     import torch
 
-    from nanogpt.data.datamodule import EvalWindows
+    from nanogpt.data import EvalWindows
     from nanogpt.data.prepare import read_meta
     from nanogpt.model import GPT, GPTConfig
 

@@ -1,14 +1,20 @@
-"""Console callbacks: a step-based progress bar and the start-of-run summary."""
+"""Training callbacks: a step-based progress bar, the start-of-run summary, and val/bleu."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from nanogpt.bleu import BleuSample, BleuSettings, evaluate_bleu, split_tokens
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +86,83 @@ class RunSummary(Callback):
                 ]
             )
         )
+
+
+class BleuCallback(Callback):
+    """Log ``val/bleu`` after validation, and the prompt/reference/continuation samples as text.
+
+    The recipe is in :mod:`nanogpt.bleu`. Samples go to every active logger: a W&B table, a
+    TensorBoard text entry, or ``samples.jsonl`` beside a CSV logger's ``metrics.csv``.
+
+    Args:
+        num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed, n_gram: see
+            :class:`nanogpt.bleu.BleuSettings`.
+        every_n_evals: measure at every n-th validation only, to save time.
+    """
+
+    def __init__(
+        self,
+        num_prompts: int = 16,
+        prompt_tokens: int = 64,
+        continuation_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        n_gram: int = 4,
+        every_n_evals: int = 1,
+    ) -> None:
+        self.settings = BleuSettings(
+            num_prompts, prompt_tokens, continuation_tokens, temperature, top_k, top_p, seed, n_gram
+        )
+        if isinstance(every_n_evals, bool) or not isinstance(every_n_evals, int) or every_n_evals < 1:
+            raise ValueError(
+                f"callbacks.bleu.every_n_evals must be a positive integer, got {every_n_evals!r}"
+            )
+        self.every_n_evals = every_n_evals
+        self._evals = 0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._evals += 1
+        dm = trainer.datamodule
+        if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "data_dir"):
+            return  # prompts come from a prepared val split; a bare DataLoader has none
+        # Every rank scores the same prompts the same way, so syncing averages equal values.
+        score, samples = evaluate_bleu(
+            pl_module.model, dm.tokenizer, split_tokens(dm.data_dir), self.settings
+        )
+        pl_module.log("val/bleu", score, batch_size=1, sync_dist=True)
+        self._log_samples(trainer, samples)
+
+    @rank_zero_only
+    def _log_samples(self, trainer: L.Trainer, samples: list[BleuSample]) -> None:
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                rows = [[step, s.prompt, s.reference, s.continuation] for s in samples]
+                logger.log_text(
+                    "val/samples", columns=["step", "prompt", "reference", "continuation"], data=rows
+                )
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("val/samples", _markdown(samples), global_step=step)
+            elif isinstance(logger, CSVLogger):
+                path = Path(logger.log_dir) / "samples.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as f:
+                    for s in samples:
+                        f.write(json.dumps({"step": step, **dataclasses.asdict(s)}) + "\n")
+
+
+def _markdown(samples: list[BleuSample]) -> str:
+    # TensorBoard renders text as Markdown; indenting by 4 spaces keeps newlines and spacing.
+    def block(text: str) -> str:
+        return "\n".join("    " + line for line in text.splitlines())
+
+    parts = [
+        f"**prompt**\n\n{block(s.prompt)}\n\n**reference**\n\n{block(s.reference)}\n\n"
+        f"**model**\n\n{block(s.continuation)}"
+        for s in samples
+    ]
+    return "\n\n---\n\n".join(parts)

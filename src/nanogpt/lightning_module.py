@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +48,14 @@ class GPTLightningModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_ppl = Perplexity()
+        self.bpc_scale: float | None = None  # val/bpc per val/loss, from the data in setup()
+
+    def setup(self, stage: str) -> None:
+        # bits per character = loss (nats per token) x tokens per character / ln 2: it does not
+        # depend on the tokenizer, so char and BPE runs share one val/bpc chart.
+        meta = getattr(self.trainer.datamodule, "meta", None)
+        if isinstance(meta, dict) and meta.get("val_chars"):
+            self.bpc_scale = meta["val_tokens"] / meta["val_chars"] / math.log(2)
 
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
@@ -65,9 +74,11 @@ class GPTLightningModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        logits, _ = self._shared_step(batch, "val")
+        logits, loss = self._shared_step(batch, "val")
         self.val_ppl(logits.float(), batch[1])
         self.log("val/ppl", self.val_ppl, batch_size=batch[0].size(0))
+        if self.bpc_scale is not None:
+            self.log("val/bpc", loss * self.bpc_scale, batch_size=batch[0].size(0), sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,33 @@ class GPTConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+class KVCache:
+    """Keys and values of the tokens one attention layer has seen, so each new token costs O(T).
+
+    The buffers are allocated at the first append, for ``max_len`` tokens and in the dtype of the
+    keys (which autocast may have changed); ``length`` says how much is filled.
+    """
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store ``k, v`` of shape (B, nh, T, hs) and return every key and value so far."""
+        if self.k is None:
+            B, nh, _, hs = k.shape
+            self.k = k.new_empty(B, nh, self.max_len, hs)  # (B, nh, max_len, hs)
+            self.v = v.new_empty(B, nh, self.max_len, hs)
+        end = self.length + k.size(2)
+        assert end <= self.max_len, "KV cache overflow: the caller must re-prefill a cropped context"
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # (B, nh, end, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -56,16 +84,24 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         hs = C // self.n_head
         q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        causal = True
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)  # (B, nh, past + T, hs)
+            # Generation either prefills an empty cache (plain causal attention) or feeds one
+            # token, whose query may see every cached key, so it needs no mask at all.
+            assert past == 0 or T == 1, "a cache is filled by one prefill, then one token at a time"
+            causal = past == 0
         # The fused kernel applies the causal mask and attention dropout itself.
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
@@ -91,9 +127,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         # pre-LayerNorm: the residual stream itself is never normalised
-        x = x + self.attn(self.ln_1(x))
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -142,19 +178,27 @@ class GPT(nn.Module):
         return n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given."""
+        """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
+
+        With ``caches`` (one :class:`KVCache` per layer, from :meth:`new_caches`) ``idx`` continues
+        the tokens already cached: positions start after them, and their keys and values are reused.
+        """
         B, T = idx.size()
-        if self.config.block_size < T:
+        past = caches[0].length if caches else 0
+        if self.config.block_size < past + T:
             raise ValueError(
-                f"sequence of length {T} is longer than model.block_size={self.config.block_size}; "
+                f"sequence of length {past + T} is longer than model.block_size={self.config.block_size}; "
                 "crop the input or train with a larger model.block_size"
             )
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, caches[i] if caches else None)
         x = self.transformer.ln_f(x)
         logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
@@ -181,3 +225,123 @@ class GPT(nn.Module):
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = {"fused": True} if fused else {}
         return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, **extra)
+
+    def new_caches(self) -> list[KVCache]:
+        """Empty key/value caches, one per layer, each holding up to ``block_size`` tokens."""
+        return [KVCache(self.config.block_size) for _ in range(self.config.n_layer)]
+
+    @torch.no_grad()
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """Continue the prompts ``idx`` (B, T), yielding each new column of tokens (B, 1) in turn.
+
+        ``temperature=0`` decodes greedily. The context is at most ``block_size`` tokens: when it
+        is full, only its newest half is kept and re-read (one prefill), so the cache then serves
+        ``block_size / 2`` more tokens. Keeping the whole sliding window instead would re-read a
+        full context at every step past ``block_size`` and lose the cache's speed-up.
+        ``use_cache=False`` recomputes the same context from scratch at every step (a reference).
+        Call ``model.eval()`` first: dropout would make the samples noisy.
+        """
+        check_sampling(temperature, top_k, top_p)
+        T = idx.size(1)
+        if T == 0:
+            raise ValueError("the prompt is empty; pass at least one token (e.g. a newline) to start from")
+        block_size = self.config.block_size
+        start = max(0, T - block_size)  # the context is idx[:, start:]
+        caches = None
+        for _ in range(max_new_tokens):
+            if idx.size(1) - start > block_size:
+                start = idx.size(1) - max(1, block_size // 2)  # the newest half, at least one token
+                caches = None
+            if not use_cache:
+                logits, _ = self(idx[:, start:])
+            elif caches is None:  # prefill: read the whole context once
+                caches = self.new_caches()
+                logits, _ = self(idx[:, start:], caches=caches)
+            else:  # the rest is cached: only the newest token goes through the network
+                logits, _ = self(idx[:, -1:], caches=caches)
+            next_ids = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B, 1)
+            idx = torch.cat((idx, next_ids), dim=1)
+            yield next_ids
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        on_token: Callable[[torch.Tensor], None] | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Return the prompts ``idx`` (B, T) followed by ``max_new_tokens`` sampled tokens (B, T + N).
+
+        ``on_token`` is called with each new column of tokens (B, 1) as soon as it is sampled, for
+        streaming; the other arguments are those of :meth:`stream`.
+        """
+        new = []
+        for next_ids in self.stream(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache):
+            if on_token is not None:
+                on_token(next_ids)
+            new.append(next_ids)
+        return torch.cat([idx, *new], dim=1)
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse sampling settings that have no meaning, naming the option to change."""
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
+        raise ValueError(
+            f"temperature must be > 0, or 0 for greedy decoding; got temperature={temperature!r}"
+        )
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, or null to keep every token; got top_k={top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], or null to keep every token; got top_p={top_p!r}")
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set every logit below the ``k`` largest of its row to -inf. ``logits``: (B, V)."""
+    k = min(k, logits.size(-1))
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability mass reaches ``p`` (nucleus).
+
+    ``logits``: (B, V). The most likely token is always kept.
+    """
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)  # (B, V)
+    probs = sorted_logits.softmax(dim=-1)
+    # a token is needed while the mass of the tokens before it is still short of p
+    drop = probs.cumsum(dim=-1) - probs >= p  # (B, V)
+    drop[:, 0] = False
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token (B, 1) from the last position's ``logits`` (B, V)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
