@@ -1,0 +1,73 @@
+"""Loss-curve PNGs: one per run (train and val loss) and one per sweep (every job's val loss).
+
+Figures are drawn on matplotlib's Agg canvas directly, without pyplot, so plotting never opens a
+window, never needs a display, and leaves the user's matplotlib backend alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+Curve = Sequence[tuple[int, float]]  # (step, value) points
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    # Write beside the target, then rename: a reader never sees a half-written PNG.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        fig.savefig(f, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_run(history: Mapping[str, Curve], path: str | os.PathLike, title: str = "") -> Path:
+    """Train and val loss against the optimizer step, as a PNG at ``path``."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    styles = {"train/loss": {"alpha": 0.6, "linewidth": 1}, "val/loss": {"marker": "o", "linewidth": 2}}
+    for key, style in styles.items():
+        points = history.get(key) or []
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, label=key, **style)
+    ax.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no losses logged", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def plot_sweep(curves: Mapping[str, Curve], path: str | os.PathLike, title: str = "") -> Path:
+    """Every job's val loss against the step, one labelled line each, as a PNG at ``path``."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, points in curves.items():
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=label)
+    ax.set(xlabel="step", ylabel="val/loss (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        # many jobs: a smaller legend beside the axes rather than over the curves
+        ax.legend(
+            fontsize="small" if len(curves) <= 12 else "x-small", loc="upper left", bbox_to_anchor=(1, 1)
+        )
+    else:
+        ax.text(0.5, 0.5, "no job logged a val/loss", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
