@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,15 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides or [])
+
+
+def run_cli(name: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run one of the package's console scripts (``nanogpt-train``, ...) as a user would."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    exe = Path(sys.executable).with_name(name)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 TINY = [

@@ -1,8 +1,5 @@
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,8 @@ from nanogpt.data import CharTokenizer, GPT2Tokenizer
 from nanogpt.evaluate import evaluate
 from nanogpt.sample import encode_prompt, read_prompt, sample
 from nanogpt.train import CONFIG_DIR, train
+
+from .conftest import run_cli
 
 TINY_BLEU = ["bleu.num_prompts=4", "bleu.prompt_tokens=16", "bleu.continuation_tokens=16"]
 
@@ -165,12 +164,6 @@ def test_eval_prints_a_table_and_writes_json_beside_the_checkpoint(run_dir):
     # every window of the val split is scored once
     assert saved["val_tokens_scored"] == (meta["val_tokens"] - 1) // 32 * 32
     assert saved["bpc"] > 0 and saved["bleu_recipe"]["tokenize"] == "13a"
-
-
-def run_cli(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    exe = Path(sys.executable).with_name(name)
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_sample_and_eval_run_end_to_end(run_dir, tmp_path):

@@ -1,7 +1,5 @@
 import csv
-import os
-import subprocess
-import sys
+import json
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.model import GPTConfig
 from nanogpt.train import train
 
-from .conftest import TINY
+from .conftest import TINY, run_cli
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -50,6 +48,23 @@ def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["model"]["n_layer"] == 2
     assert ckpt["hyper_parameters"]["tokenizer"]["kind"] == "char"
+
+    grad_norms = column(rows, "train/grad_norm")
+    assert len(grad_norms) == 40 and all(v > 0 for _, v in grad_norms)
+
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "completed" and result["step"] == 40 and result["wall_time_s"] > 0
+    assert result["best_val_loss"] == pytest.approx(metrics["best_val_loss"])
+    assert result["metrics"]["val/loss"] == pytest.approx(val_loss[-1][1])
+    # the history behind loss.png: val/loss after 20 and 40 steps, train/loss at every step
+    assert [s for s, _ in result["history"]["val/loss"]] == [20, 40]
+    assert [v for _, v in result["history"]["val/loss"]] == pytest.approx([v for _, v in val_loss])
+    assert len(result["history"]["train/loss"]) == 40
+    png = run / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).ndim == 3  # a decodable image
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
@@ -93,6 +108,9 @@ def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(c
     assert resumed["step"] == 40
     steps = [s for s, _ in column(read_metrics(tmp_path / "second"), "train/loss")]
     assert min(steps) >= 20  # nothing before the checkpoint was trained again
+    # the loss history (and so loss.png) of the resumed run covers the whole run
+    history = json.loads((tmp_path / "second" / "result.json").read_text())["history"]
+    assert [s for s, _ in history["val/loss"]] == [20, 40]
 
     a = torch.load(straight["best_ckpt"].replace("best", "last"), map_location="cpu", weights_only=True)
     b = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -147,6 +165,9 @@ def test_model_shape_errors_come_before_any_work(cfg_tiny):
     with pytest.raises(ValueError, match="not divisible by model.n_head=4"):
         train(cfg_tiny)
     assert not Path(cfg_tiny.data.data_dir).exists()
+    # the run folder records why the run failed, for sweep reports
+    result = json.loads((Path(cfg_tiny.paths.output_dir) / "result.json").read_text())
+    assert result["status"] == "failed" and "not divisible by model.n_head=4" in result["error"]
 
 
 @pytest.mark.parametrize("key", ["data.batch_size", "model.block_size"])
@@ -158,14 +179,9 @@ def test_non_positive_batch_or_block_size_is_refused(cfg_tiny, key):
         train(cfg_tiny)
 
 
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    exe = Path(sys.executable).with_name("nanogpt-train")
-    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def test_cli_trains_into_one_run_folder(tmp_path, text_path):
     result = run_cli(
+        "nanogpt-train",
         [
             *TINY,
             "trainer.max_steps=10",
@@ -187,7 +203,7 @@ def test_cli_trains_into_one_run_folder(tmp_path, text_path):
 
 
 def test_cli_unknown_experiment_lists_the_choices(tmp_path):
-    result = run_cli(["experiment=shakespeare_chr"], cwd=tmp_path)
+    result = run_cli("nanogpt-train", ["experiment=shakespeare_chr"], cwd=tmp_path)
     assert result.returncode != 0
     assert "Could not find 'experiment/shakespeare_chr'" in result.stderr
     assert "shakespeare_char_cpu" in result.stderr  # Hydra lists the available experiments
@@ -196,6 +212,7 @@ def test_cli_unknown_experiment_lists_the_choices(tmp_path):
 def test_two_process_ddp_on_cpu(tmp_path, text_path):
     # Lightning's ddp launcher re-runs the command for rank 1, so this must be a subprocess.
     result = run_cli(
+        "nanogpt-train",
         [
             *TINY,
             "trainer=ddp_cpu",

@@ -1,4 +1,5 @@
-"""Training callbacks: a step-based progress bar, the start-of-run summary, and val/bleu."""
+"""Training callbacks: a step-based progress bar, the start-of-run summary, val/bleu, the loss
+curves (history and ``loss.png``) and the gradient norm."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from nanogpt.bleu import BleuSample, BleuSettings, evaluate_bleu, split_tokens
+from nanogpt.plots import plot_run
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +169,90 @@ def _markdown(samples: list[BleuSample]) -> str:
         for s in samples
     ]
     return "\n\n---\n\n".join(parts)
+
+
+class LossCurves(Callback):
+    """Keep the run's loss history and draw it into ``<output_dir>/loss.png`` when training ends.
+
+    ``history`` maps ``train/loss`` (every ``trainer.log_every_n_steps`` steps) and every ``val/*``
+    metric (every validation) to ``(step, value)`` points, the step counting optimizer steps done.
+    It travels in the checkpoint, so a resumed run draws its whole history. ``train()`` copies it
+    into ``result.json`` for sweep reports. The plot is also drawn when training fails part-way.
+    """
+
+    def __init__(self, output_dir: str, filename: str = "loss.png") -> None:
+        self.path = Path(output_dir) / filename
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def _add(self, key: str, step: int, value: float) -> None:
+        points = self.history.setdefault(key, [])
+        if not points or points[-1][0] != step:  # accumulation: one point per optimizer step
+            points.append((step, value))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        # the loggers' own cadence, so reading the loss off the device adds no extra sync
+        if step % max(trainer.log_every_n_steps, 1) == 0 and isinstance(outputs, dict) and "loss" in outputs:
+            self._add("train/loss", step, outputs["loss"].item())
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/"):
+                self._add(key, trainer.global_step, float(value))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._plot(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._plot(trainer)
+
+    @rank_zero_only
+    def _plot(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run:
+            return  # debug=fdr writes nothing
+        try:
+            run = self.path.parent
+            plot_run(
+                self.history, self.path, title=f"{run.parent.name}/{run.name} (step {trainer.global_step})"
+            )
+        except Exception as err:  # a plot is never worth failing (or masking the error of) a run
+            log.warning("could not draw %s: %s", self.path, err)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: [list(p) for p in v] for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in state_dict["history"].items()}
+
+
+class GradNorm(Callback):
+    """Log ``train/grad_norm``: the norm of all gradients together, before clipping.
+
+    Measured on the loggers' cadence (every ``trainer.log_every_n_steps`` steps) only, as each
+    measurement reads every gradient once. Under DDP the gradients are already averaged, so every
+    rank measures the same norm.
+    """
+
+    def __init__(self, norm_type: float = 2.0) -> None:
+        self.norm_type = float(norm_type)
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        # Lightning writes step metrics when (steps done + 1) is a multiple of log_every_n_steps
+        if (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1):
+            return
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.detach().float(), self.norm_type) for g in grads]),
+            self.norm_type,
+        )
+        pl_module.log("train/grad_norm", norm, batch_size=1)

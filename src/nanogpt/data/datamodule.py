@@ -12,6 +12,7 @@ from nanogpt.data.prepare import prepare_corpus, read_meta
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.data.windows import EvalWindows, TrainWindows
 
+
 class TextDataModule(L.LightningDataModule):
     """A text corpus as token windows: prepares ``data_dir`` once, then streams from it.
 
