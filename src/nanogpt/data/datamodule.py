@@ -47,10 +47,13 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in (("block_size", block_size), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {value!r}; set data.{name}=...")
+                raise ValueError(
+                    f"data.{name} must be a positive integer, got {value!r}; set data.{name}=..."
+                )
         if eval_batches is not None and (not isinstance(eval_batches, int) or eval_batches < 1):
             raise ValueError(
-                f"data.eval_batches must be a positive integer or null (whole val split), got {eval_batches!r}"
+                "data.eval_batches must be a positive integer or null (whole val split), "
+                f"got {eval_batches!r}"
             )
         self.data_dir = Path(data_dir)
         self.path = path
@@ -120,12 +123,16 @@ class TextDataModule(L.LightningDataModule):
         if self.trainer is not None:
             start = self.trainer.global_step * self.trainer.accumulate_grad_batches
         return self._loader(
-            TrainWindows(self.data_dir / "train.bin", self.block_size, self.batch_size, self.seed, rank, start)
+            TrainWindows(
+                self.data_dir / "train.bin", self.block_size, self.batch_size, self.seed, rank, start
+            )
         )
 
     def eval_dataset(self, split: str = "val", num_batches: int | None = None) -> EvalWindows:
         rank, world = self._rank()
-        return EvalWindows(self.data_dir / f"{split}.bin", self.block_size, self.batch_size, num_batches, rank, world)
+        return EvalWindows(
+            self.data_dir / f"{split}.bin", self.block_size, self.batch_size, num_batches, rank, world
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset("val", self.eval_batches))

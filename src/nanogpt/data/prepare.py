@@ -70,7 +70,9 @@ def _resolve_source(data_dir: Path, path: str | os.PathLike | None, url: str | N
     if source.is_file():
         return source
     if url is None:
-        raise FileNotFoundError(f"no text at {source}; put input.txt there or pass data.path=/path/to/input.txt")
+        raise FileNotFoundError(
+            f"no text at {source}; put input.txt there or pass data.path=/path/to/input.txt"
+        )
     download(url, source, md5)
     return source
 

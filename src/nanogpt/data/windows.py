@@ -33,8 +33,15 @@ class TrainWindows(IterableDataset):
     does not depend on the number of workers. Starting at ``start_batch`` resumes it exactly.
     """
 
-    def __init__(self, bin_path: str | os.PathLike, block_size: int, batch_size: int, seed: int,
-                 rank: int = 0, start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        bin_path: str | os.PathLike,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        start_batch: int = 0,
+    ) -> None:
         super().__init__()
         self.bin_path = str(bin_path)
         self.block_size = block_size
@@ -63,8 +70,16 @@ class EvalWindows(IterableDataset):
     non-overlapping windows: every token after the first ``block_size`` of a window is scored once.
     """
 
-    def __init__(self, bin_path: str | os.PathLike, block_size: int, batch_size: int,
-                 num_batches: int | None, rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        bin_path: str | os.PathLike,
+        block_size: int,
+        batch_size: int,
+        num_batches: int | None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.bin_path = str(bin_path)
         self.block_size = block_size
