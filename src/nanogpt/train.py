@@ -157,6 +157,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Validate the shape options before any data work; the vocabulary comes from the data later.
         model_config = GPTConfig(**fields, vocab_size=vocab_size or 1)
         ckpt_path = cfg.get("ckpt_path")
+        # before any data work too: a W&B logger without credentials is refused here, at once
+        loggers = build_loggers(cfg)
 
         datamodule: TextDataModule = instantiate(cfg.data)
         datamodule.prepare_data()
@@ -174,7 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer = instantiate(
             cfg.trainer,
             callbacks=_instantiate_group(cfg.get("callbacks")),
-            logger=build_loggers(cfg),
+            logger=loggers,
         )
         if _in_multirun():
             check_single_process(trainer.world_size, cfg.trainer.get("strategy"))
@@ -200,6 +202,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             status="failed", error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started
         )
         _record(output_dir, result, trainer)
+        if trainer is not None:
+            # fit() closes the loggers itself, but not when it never started; a W&B run left open
+            # would be reused by the next job of a sweep (closing twice is harmless)
+            for logger in trainer.loggers:
+                logger.finalize("failed")
         raise
     result.update(
         status="completed",
