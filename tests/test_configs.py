@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
 
@@ -78,3 +80,32 @@ def test_unknown_experiment_lists_the_choices():
     with pytest.raises(MissingConfigException, match=r"Could not find 'experiment/shakespeare'") as err:
         compose_train(["experiment=shakespeare"])
     assert "shakespeare_char_cpu" in str(err.value)
+
+
+def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["hparams_search=shakespeare_optuna", "experiment=shakespeare_char_cpu"],
+            return_hydra_config=True,
+        )
+    params = cfg.hydra.sweeper.params
+    assert set(params) == {
+        "optimizer.lr",
+        "scheduler.warmup_steps",
+        "optimizer.weight_decay",
+        "model.dropout",
+        "model.n_embd",
+        "model.n_layer",
+    }
+    for key in params:
+        assert OmegaConf.select(cfg, key) is not None, key
+    assert cfg.optimized_metric == "best_val_loss" and cfg.hydra.sweeper.direction == "minimize"
+    # the study's folder and database do not depend on the time, so re-running resumes it
+    assert cfg.hydra.sweep.dir.endswith("runs/shakespeare_char_cpu/optuna_search")
+    assert cfg.hydra.sweeper.storage.endswith("runs/shakespeare_char_cpu/optuna_search/optuna.db")
+    # every width of the search divides into the CPU recipe's heads
+    widths = [int(w) for w in params["model.n_embd"].removeprefix("choice(").rstrip(")").split(",")]
+    assert all(w % cfg.model.n_head == 0 for w in widths)
