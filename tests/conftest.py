@@ -79,6 +79,17 @@ TINY = [
 ]
 
 
+# what configs/hparams_search/shakespeare_optuna.yaml searches over
+SEARCHED_KEYS = {
+    "optimizer.lr",
+    "scheduler.warmup_steps",
+    "optimizer.weight_decay",
+    "model.dropout",
+    "model.n_embd",
+    "model.n_layer",
+}
+
+
 @pytest.fixture(scope="session")
 def cfg_tiny_global() -> DictConfig:
     return compose_train(TINY)

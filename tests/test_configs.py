@@ -9,7 +9,7 @@ from omegaconf import OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
 
-from .conftest import compose_train
+from .conftest import SEARCHED_KEYS, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [
@@ -92,14 +92,7 @@ def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
             return_hydra_config=True,
         )
     params = cfg.hydra.sweeper.params
-    assert set(params) == {
-        "optimizer.lr",
-        "scheduler.warmup_steps",
-        "optimizer.weight_decay",
-        "model.dropout",
-        "model.n_embd",
-        "model.n_layer",
-    }
+    assert set(params) == SEARCHED_KEYS
     for key in params:
         assert OmegaConf.select(cfg, key) is not None, key
     assert cfg.optimized_metric == "best_val_loss" and cfg.hydra.sweeper.direction == "minimize"

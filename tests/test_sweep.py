@@ -15,7 +15,7 @@ from nanogpt.report import main as report_main
 from nanogpt.results import write_result
 from nanogpt.sweep import check_single_process, processes_per_job
 
-from .conftest import TINY, run_cli
+from .conftest import SEARCHED_KEYS, TINY, run_cli
 
 # the tiny recipe, shortened: a job trains for 10 steps, validates twice and scores BLEU on 4 prompts
 SWEEP = [
@@ -158,14 +158,7 @@ def test_optuna_sweep_resumes_its_study_from_sqlite(tmp_path, text_path):
     trials = study.load_study(study_name="search", storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 2
     # every searched parameter was suggested, and the job that ran used it
-    assert set(trials[0].params) == {
-        "optimizer.lr",
-        "scheduler.warmup_steps",
-        "optimizer.weight_decay",
-        "model.dropout",
-        "model.n_embd",
-        "model.n_layer",
-    }
+    assert set(trials[0].params) == SEARCHED_KEYS
 
     again = sweep(tmp_path, text_path, *args, base=base)  # the same command continues the same study
     assert again.returncode == 0, again.stderr[-3000:]
