@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from nanogpt.results import RESULT_FILE, is_alive, read_result, write_text_atomically
 
 SEED_KEY = "seed"
@@ -47,6 +49,12 @@ class Job:
     wall_time_s: float | None = None
     error: str | None = None
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def scored(self) -> bool:
+        """Completed with a finite best val/loss: ranked, and counted in seed statistics."""
+        loss = self.best_val_loss
+        return self.status == "completed" and loss is not None and math.isfinite(loss)
 
     @property
     def params(self) -> dict[str, str]:
@@ -92,8 +100,6 @@ def _read_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return []
-    from omegaconf import OmegaConf
-
     return [str(o) for o in OmegaConf.load(path)]
 
 
@@ -106,10 +112,8 @@ def load_job(job_dir: Path) -> Job:
         if status == "running" and is_alive(result):
             status = "running"
         else:
-            status, error = (
-                "failed",
-                "stopped without a result (killed, out of memory, or the machine went down)",
-            )
+            status = "failed"
+            error = "stopped without a result (killed, out of memory, or the machine went down)"
     history = result.get("history") or {}
     val_curve = [(int(s), float(v)) for s, v in history.get("val/loss", [])]
     best = result.get("best_val_loss")
@@ -171,7 +175,7 @@ def seed_statistics(jobs: Sequence[Job]) -> list[ConfigStats]:
     keys = [k for k in varying if k.lstrip("+~") != SEED_KEY]
     groups: dict[tuple[tuple[str, str | None], ...], list[float]] = {}
     for job in jobs:
-        if job.status == "completed" and job.best_val_loss is not None and math.isfinite(job.best_val_loss):
+        if job.scored:
             config = tuple((k, job.params.get(k)) for k in keys)
             groups.setdefault(config, []).append(job.best_val_loss)
     stats = []
@@ -182,8 +186,7 @@ def seed_statistics(jobs: Sequence[Job]) -> list[ConfigStats]:
 
 
 def _rank(job: Job) -> tuple[Any, ...]:
-    scored = job.status == "completed" and job.best_val_loss is not None and math.isfinite(job.best_val_loss)
-    return (not scored, job.best_val_loss if scored else 0.0, _natural_key(job.name))
+    return (not job.scored, job.best_val_loss if job.scored else 0.0, _natural_key(job.name))
 
 
 def _fmt(value: float | int | None, digits: int) -> str:

@@ -49,10 +49,16 @@ def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def is_alive(result: dict[str, Any]) -> bool:
-    """Whether the process that wrote a ``running`` result still runs (on this machine)."""
+    """Whether the process that wrote a ``running`` result may still run.
+
+    On this machine the process is looked up by its pid; another machine's job cannot be checked
+    from here, so it counts as alive.
+    """
     pid = result.get("pid")
-    if result.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False  # another machine's job: it cannot be checked from here
+    if not isinstance(pid, int):
+        return False
+    if result.get("host") != socket.gethostname():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
