@@ -81,9 +81,9 @@ def check_sweep(config: DictConfig) -> DictConfig:
     the parameter, before any job starts.
     """
     loader = GlobalHydra.instance().config_loader()
-    arguments = list(config.hydra.overrides.task)
+    # the sweeper's params, then the command line, which wins: the order both sweepers use
     params = config.hydra.sweeper.get("params") or {}
-    arguments += [f"{key}={value}" for key, value in params.items()]
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
     overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     # every parameter at its first value: the baseline job, then one job per other value
     first = {o.get_key_element(): f"{o.get_key_element()}={_candidates(o)[0]}" for o in overrides}
@@ -92,14 +92,16 @@ def check_sweep(config: DictConfig) -> DictConfig:
         if o.is_sweep_override():
             key = o.get_key_element()
             trials += [(o.input_line, {**first, key: f"{key}={value}"}) for value in _candidates(o)[1:]]
-    jobs = []
+    first_job = None
     for source, trial in trials:
         try:
-            jobs.append(loader.load_sweep_config(config, list(trial.values())))
+            job = loader.load_sweep_config(config, list(trial.values()))
         except HydraException as err:
             where = f"the sweep parameter {source!r}" if source else "the sweep"
             raise ConfigCompositionException(f"{where} does not compose: {err}") from None
-    return jobs[0]
+        if first_job is None:
+            first_job = job
+    return first_job
 
 
 class SweepCallback(Callback):
