@@ -40,6 +40,7 @@ def compose(overrides: list[str]):
 def plain_loop(out: Path, overrides: list[str]) -> None:
     """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data."""
     import torch
+    from hydra.utils import instantiate
 
     from nanogpt.data import EvalWindows, TrainWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
@@ -51,7 +52,8 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
     meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
     fields = {k: v for k, v in m.items() if k != "vocab_size"}
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
-    optimizer = model.configure_optimizers(o.weight_decay, o.lr, tuple(o.betas), "cpu")
+    # the optimizer nanogpt-train builds: the optimizer group's AdamW over the model's parameter groups
+    optimizer = model.configure_optimizers(instantiate(o), o.weight_decay, "cpu")
     data_dir = Path(d.data_dir)
     train_batches = iter(TrainWindows(data_dir / "train.bin", d.block_size, d.batch_size, cfg.seed))
     val = EvalWindows(data_dir / "val.bin", d.block_size, d.batch_size, d.eval_batches)
@@ -123,6 +125,8 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
 def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
     import torch
 
+    from nanogpt.checkpoint import model_state_dict
+
     root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
@@ -147,9 +151,7 @@ def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
 
     last = repeats - 1
     lit_state = torch.load(root / f"lightning{last}" / "checkpoints" / "last.ckpt", map_location="cpu")
-    lit_model = {
-        k.removeprefix("model."): v for k, v in lit_state["state_dict"].items() if k.startswith("model.")
-    }
+    lit_model = model_state_dict(lit_state)
     plain_model = torch.load(root / f"plain{last}" / "last.pt", map_location="cpu")["model"]
     val = {
         "nanogpt-train (Lightning)": full_val_loss(lit_model, overrides),

@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sacrebleu
 import torch
 from omegaconf import open_dict
 
-from nanogpt.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu
-from nanogpt.callbacks import BleuCallback
 from nanogpt.data import CharTokenizer
+from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu
+from nanogpt.metrics.bleu_callback import BleuCallback
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
 
@@ -30,6 +31,11 @@ def test_bleu_is_100_for_identical_text_and_low_for_shuffled_words():
     shuffled = [" ".join(rng.sample(line.split(), len(line.split()))) for line in refs]
     assert corpus_bleu(shuffled, refs) < 30.0
     assert corpus_bleu(["zzz qqq"] * len(refs), refs) == 0.0
+    # partial matches score as sacrebleu itself scores them
+    halves = [" ".join(line.split()[: len(line.split()) // 2 + 1]) for line in refs]
+    expected = sacrebleu.corpus_bleu(halves, [refs], tokenize="13a").score
+    assert corpus_bleu(halves, refs) == pytest.approx(expected, abs=1e-3)
+    assert 0.0 < expected < 100.0
 
 
 def test_prompts_sit_at_fixed_evenly_spaced_positions():
@@ -80,7 +86,6 @@ def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(tmp_path, t
 
     bleu = column(rows, "val/bleu")
     assert [s for s, _ in bleu] == [19]  # every second evaluation: the 1st of 2
-    assert 0.0 <= bleu[0][1] <= 100.0
 
     meta = json.loads((tmp_path / "data" / "meta.json").read_text())
     loss, bpc = dict(column(rows, "val/loss")), dict(column(rows, "val/bpc"))
@@ -93,6 +98,11 @@ def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(tmp_path, t
     assert len(samples) == 4 and {s["step"] for s in samples} == {20}  # optimizer steps taken
     assert set(samples[0]) == {"step", "prompt", "reference", "continuation"}
     assert all(len(s["prompt"]) == 16 and len(s["continuation"]) == 24 for s in samples)
+    # the logged score is the BLEU of the logged samples, by sacrebleu's own implementation
+    reference = sacrebleu.corpus_bleu(
+        [s["continuation"] for s in samples], [[s["reference"] for s in samples]], tokenize="13a"
+    )
+    assert bleu[0][1] == pytest.approx(reference.score, abs=1e-3)
 
     (events,) = (run / "tensorboard").glob("events.out.tfevents.*")
     assert b"val/samples" in events.read_bytes()

@@ -8,11 +8,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer, GPT2Tokenizer
 from nanogpt.evaluate import evaluate
 from nanogpt.sample import encode_prompt, read_prompt, sample
-from nanogpt.train import CONFIG_DIR, train
+from nanogpt.train import train
 
 from .conftest import run_cli
 
@@ -158,7 +159,9 @@ def test_eval_prints_a_table_and_writes_json_beside_the_checkpoint(run_dir):
     for name in ("loss", "perplexity", "bits/char", "BLEU"):
         assert name in table
     saved = json.loads((run_dir / "checkpoints" / "best.eval.json").read_text())
-    assert saved["loss"] == pytest.approx(result["loss"]) and 0 <= saved["bleu"] <= 100
+    assert saved["loss"] == pytest.approx(result["loss"]) and saved["bleu"] == pytest.approx(result["bleu"])
+    # the shared recipe (configs/bleu/default.yaml) with this command's overrides on top
+    assert (saved["bleu_recipe"]["num_prompts"], saved["bleu_recipe"]["n_gram"]) == (4, 4)
     assert saved["ppl"] == pytest.approx(torch.tensor(result["loss"]).exp().item(), rel=1e-5)
     meta = json.loads((run_dir.parent / "data" / "meta.json").read_text())
     # every window of the val split is scored once

@@ -34,11 +34,20 @@ def test_the_smallest_contexts_still_generate(block_size):
     assert out.shape == (2, 13) and torch.equal(out, model.generate(idx, 9, temperature=0, use_cache=False))
 
 
-def test_generation_runs_under_autocast():
-    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=16)).eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.generate(torch.zeros(2, 3, dtype=torch.long), 12, temperature=0)
-    assert out.shape == (2, 15)
+def test_generation_under_bf16_autocast_caches_in_bf16_and_matches_a_plain_forward():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 11, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        full, _ = model(idx)
+        caches = model.new_caches()
+        steps = [model(idx[:, :5], caches=caches)[0]]
+        steps += [model(idx[:, t : t + 1], caches=caches)[0] for t in range(5, 12)]
+        out = model.generate(idx[:, :3], 12, temperature=0)
+    # the cache holds keys in the dtype autocast gave them, not float32 buffers written in bf16
+    assert caches[0].k.dtype == torch.bfloat16
+    torch.testing.assert_close(torch.cat(steps, dim=1).float(), full.float(), atol=3e-2, rtol=3e-2)
+    assert out.shape == (2, 15) and torch.equal(out[:, :3], idx[:, :3])
 
 
 def test_cached_logits_match_a_plain_forward_within_the_context():

@@ -13,12 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nanogpt.loggers import (
+from nanogpt.loggers import build_loggers, wandb_run_identity
+from nanogpt.loggers.wandb import (
+    BEST_SUMMARY,
+    WandbLogger,
     _online_host_without_credentials,
     _online_host_without_credentials_from_env,
-    build_loggers,
+    _wandb_session_credentials,
     check_wandb_credentials,
-    wandb_run_identity,
 )
 from nanogpt.train import train
 
@@ -68,56 +70,44 @@ def shorter(cfg: DictConfig, steps: int = 20, every: int = 10) -> DictConfig:
     return cfg
 
 
-def wandb_records(run_dir: Path) -> list:
-    """The records of an offline run's ``run-<id>.wandb`` file, which ``wandb sync`` uploads.
-
-    The file is a LevelDB-style log after a 7-byte ``:W&B`` header: 32 KiB blocks of chunks, each with
-    a 7-byte header (checksum, little-endian length, kind: 1 whole, 2 first, 3 middle, 4 last).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    (path,) = run_dir.glob("run-*.wandb")
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, pos, chunks = [], 7, b""
-    while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:  # too little room left in the block for a header: padding
-            pos += 32768 - pos % 32768
-            continue
-        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
-        chunks += data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
-            records.append(record)
-            chunks = b""
-    return records
-
-
-def _items(updates) -> dict:
-    return {u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates}
-
-
 def read_offline_run(run_dir: Path) -> dict:
-    """The run record, config, history rows, final summary and artifacts of an offline run."""
+    """The run record, config, history rows, final summary and artifacts of an offline run.
+
+    wandb 0.31 writes no ``wandb-summary.json`` or ``config.yaml`` offline: the run's ``run-<id>.wandb``
+    log, which ``wandb sync`` uploads, is its only record. W&B's documented reader for it is the CLI
+    ``wandb leet inspect``: ``--summary --json`` gives the final config and summary, ``--json`` one line
+    per record (run, history, artifact...) laid out as wandb's own protobuf records.
+    """
     import wandb
 
     wandb.teardown()  # wandb-core may still be writing the file after run.finish() returns
-    run, config, history, summary, artifacts = None, {}, [], {}, []
-    for record in wandb_records(run_dir):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-        elif kind == "config":
-            config.update(_items(record.config.update))
-        elif kind == "history":
-            history.append(_items(record.history.item))
-        elif kind == "summary":
-            summary.update(_items(record.summary.update))
-        elif kind == "artifact":
-            artifacts.append(record.artifact)
-    return {"run": run, "config": config, "history": history, "summary": summary, "artifacts": artifacts}
+    state = json.loads(wandb_leet_inspect(run_dir, "--summary"))
+    records = [json.loads(line) for line in wandb_leet_inspect(run_dir).splitlines()]
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+    return {
+        "run": run,
+        "config": state["config"],
+        "history": history,
+        "summary": state["summary"],
+        "artifacts": artifacts,
+    }
+
+
+def wandb_leet_inspect(run_dir: Path, *flags: str) -> str:
+    exe = Path(sys.executable).with_name("wandb")
+    # WANDB_MODE=offline: otherwise wandb-core looks W&B's server up before it exits
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [str(exe), "leet", "inspect", "--json", *flags, str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"`wandb leet inspect` could not read {run_dir}: {result.stderr[-2000:]}"
+    return result.stdout
 
 
 def csv_column(run: Path, key: str) -> list[tuple[int, float]]:
@@ -140,8 +130,8 @@ def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_
     out = Path(cfg.paths.output_dir)
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     got = read_offline_run(run_dir)
-    assert (got["run"].project, got["run"].run_group, got["run"].display_name) == ("nanogpt", "tiny", "run")
-    assert list(got["run"].tags) == ["tiny"]
+    identity = {key: got["run"][key] for key in ("project", "run_group", "display_name", "tags")}
+    assert identity == {"project": "nanogpt", "run_group": "tiny", "display_name": "run", "tags": ["tiny"]}
 
     # every metric Lightning logged, on the trainer's step axis
     val_loss = csv_column(out, "val/loss")
@@ -166,7 +156,8 @@ def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_
     table = json.loads(tables[-1].read_text())
     assert table["columns"] == ["step", "prompt", "reference", "continuation"]
     assert len(table["data"]) == cfg.callbacks.bleu.num_prompts
-    assert got["summary"]["val/samples/_type"] == "table-file"
+    assert got["summary"]["val/samples"]["_type"] == "table-file"
+    assert got["summary"]["val/samples"]["path"] == tables[-1].relative_to(run_dir / "files").as_posix()
 
     assert not list(wandb_env.rglob("*wandb*")) and not (wandb_env / ".netrc").exists()  # $HOME untouched
 
@@ -178,14 +169,14 @@ def test_offline_flag_needs_no_credentials_and_keeps_the_best_checkpoint_as_an_a
     metrics = train(cfg)
 
     (run_dir,) = (Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*")
-    models = [a for a in read_offline_run(run_dir)["artifacts"] if a.type == "model"]
-    (best,) = [a for a in models if "best" in a.aliases]
-    assert best.name == f"model-{run_dir.name.rsplit('-', 1)[-1]}"
-    assert json.loads(best.metadata)["score"] == pytest.approx(metrics["best_val_loss"])
-    (entry,) = best.manifest.contents
+    models = [a for a in read_offline_run(run_dir)["artifacts"] if a["type"] == "model"]
+    (best,) = [a for a in models if "best" in a["aliases"]]
+    assert best["name"] == f"model-{run_dir.name.rsplit('-', 1)[-1]}"
+    assert json.loads(best["metadata"])["score"] == pytest.approx(metrics["best_val_loss"])
+    (entry,) = best["manifest"]["contents"]
     # offline, the artifact's copy of best.ckpt waits in WANDB_DATA_DIR for `wandb sync`
-    staged = Path(entry.local_path)
-    assert entry.path == "model.ckpt" and staged.is_file()
+    staged = Path(entry["local_path"])
+    assert entry["path"] == "model.ckpt" and staged.is_file()
     assert staged.read_bytes() == Path(metrics["best_ckpt"]).read_bytes()
 
 
@@ -203,6 +194,113 @@ def test_summary_keeps_the_minimum_and_explicit_group_tags_and_name_win(cfg_tiny
 
     (run_dir,) = (Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*")
     assert read_offline_run(run_dir)["summary"]["val/loss"] == {"min": 1.5}
+
+
+class FakeRun:
+    """What the loggers call on a W&B run, recorded; Lightning defines no metrics on a run of this type."""
+
+    id = "fake"
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[str, dict]] = []
+        self.finished: list[int] = []
+
+    def define_metric(self, name: str, **options) -> None:
+        self.metrics.append((name, options))
+
+    def finish(self, exit_code: int) -> None:
+        self.finished.append(exit_code)
+
+
+@pytest.fixture
+def fake_wandb_init(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict, FakeRun]]:
+    """``wandb.init`` replaced: the arguments of each call and the FakeRun it returned."""
+    import wandb
+
+    calls = []
+
+    def init(**kwargs) -> FakeRun:
+        calls.append((kwargs, FakeRun()))
+        return calls[-1][1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "run", None)  # Lightning would join a run left in progress instead
+    return calls
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [("success", 0), ("failed", 1)])
+def test_best_summaries_are_defined_once_per_run_and_only_a_started_run_is_finished(
+    status, exit_code, tmp_path, fake_wandb_init
+):
+    WandbLogger(save_dir=tmp_path / "idle", project="p").finalize(status)
+    assert fake_wandb_init == []  # finalize does not start a run just to finish it
+
+    logger = WandbLogger(save_dir=tmp_path / "w", project="p")
+    assert logger.experiment is logger.experiment
+    runs = [run for _, run in fake_wandb_init]
+    assert runs == [logger.experiment]
+    assert (tmp_path / "w").is_dir()
+    assert runs[0].metrics == [
+        (key, {"step_metric": "trainer/global_step", "step_sync": True, "summary": summary})
+        for key, summary in BEST_SUMMARY.items()
+    ]
+    logger.finalize(status)
+    assert runs[0].finished == [exit_code]
+
+    # TensorBoard-synced runs log against TensorBoard's step instead
+    synced = WandbLogger(save_dir=tmp_path / "tb", project="p", sync_tensorboard=True).experiment
+    assert {options["step_metric"] for _, options in synced.metrics} == {"global_step"}
+
+
+def test_lightning_still_passes_anonymous_none_to_wandb_init(tmp_path, monkeypatch, fake_wandb_init):
+    """nanogpt's logger leaves out the ``anonymous=None`` Lightning passes, which wandb warns about.
+
+    ``_drop_anonymous_none`` edits Lightning's private ``_wandb_init`` for that; this says when it can go.
+    """
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+    assert LightningWandbLogger(save_dir=tmp_path, project="p").experiment
+    assert WandbLogger(save_dir=tmp_path, project="p").experiment
+    (lightning, _), (nanogpt, _) = fake_wandb_init
+    assert lightning.get("anonymous", "left out") is None, (
+        "Lightning no longer passes anonymous=None to wandb.init: remove _drop_anonymous_none from "
+        "nanogpt/loggers/wandb.py"
+    )
+    assert "anonymous" not in nanogpt, (
+        "Lightning changed the private _wandb_init that _drop_anonymous_none edits, so wandb warns about "
+        "anonymous=None on every run again: update _drop_anonymous_none in nanogpt/loggers/wandb.py"
+    )
+
+    warnings = []
+    monkeypatch.setattr(wandb, "termwarn", lambda message, **kwargs: warnings.append(message))
+    wandb.Settings().anonymous = None  # what wandb.init(anonymous=None) does
+    assert any("anonymous" in message for message in warnings), (
+        "wandb no longer warns about anonymous=None: remove _drop_anonymous_none from "
+        "nanogpt/loggers/wandb.py"
+    )
+
+
+def test_the_private_wandb_credential_lookup_still_works(wandb_env, monkeypatch):
+    """``check_wandb_credentials`` reads wandb's own settings and credentials through private wandb API.
+
+    Where wandb moves it, the check falls back to WANDB_MODE, WANDB_API_KEY and ~/.netrc alone, and misses
+    what wandb reads besides (settings files, their base_url and api_key).
+    """
+    import wandb
+
+    moved = "wandb moved the private API that _wandb_session_credentials (nanogpt/loggers/wandb.py) reads"
+    try:
+        mode, host, has_credentials = _wandb_session_credentials()
+    except (ImportError, AttributeError, TypeError) as err:
+        pytest.fail(f"{moved}: {err!r}")
+    assert (mode, has_credentials) == ("online", False) and host.startswith("https://"), moved
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    wandb.teardown()  # read the environment again
+    assert _wandb_session_credentials() == (mode, host, True), moved
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.teardown()
+    assert _wandb_session_credentials()[0] == "offline", moved
 
 
 def test_online_without_credentials_is_refused_before_wandb_starts(cfg_tiny, wandb_env, monkeypatch):
@@ -234,7 +332,13 @@ def test_online_without_credentials_is_refused_before_wandb_starts(cfg_tiny, wan
         "logger.wandb.mode=offline",
     ],
 )
-def test_credentials_or_an_offline_mode_let_a_run_start(setting, wandb_env, tmp_path, monkeypatch):
+def test_credentials_or_an_offline_mode_let_a_run_start(setting, wandb_env, tmp_path, monkeypatch, capfd):
+    def no_network(*args):
+        raise AssertionError("tried to reach the network")
+
+    # not silent: wandb.login(), for one, would print who is logged in, after asking the server
+    monkeypatch.delenv("WANDB_SILENT")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     assert _online_host_without_credentials() is not None  # wandb 0.31: api.forge.coreweave.com
     assert _online_host_without_credentials_from_env() == "https://api.wandb.ai"  # older wandb
     with pytest.raises(ValueError, match="wandb login"):
@@ -259,6 +363,9 @@ def test_credentials_or_an_offline_mode_let_a_run_start(setting, wandb_env, tmp_
     if setting.startswith(("WANDB_API_KEY", "netrc", "NETRC", "WANDB_MODE")):
         assert _online_host_without_credentials() is None
         assert _online_host_without_credentials_from_env() is None
+    # the check only looks: it prints nothing and writes no settings or ~/.netrc
+    assert capfd.readouterr() == ("", "")
+    assert [p.name for p in wandb_env.iterdir()] == ([".netrc"] if setting == "netrc" else [])
 
 
 def test_a_malformed_api_key_is_named_before_wandb_starts(wandb_env, monkeypatch):
@@ -268,6 +375,8 @@ def test_a_malformed_api_key_is_named_before_wandb_starts(wandb_env, monkeypatch
 
 
 def test_sweep_jobs_are_grouped_by_their_sweep_folder(cfg_tiny, wandb_env, monkeypatch, tmp_path):
+    import wandb
+
     sweep = "runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00"
     assert wandb_run_identity("shakespeare_char_cpu", f"{sweep}/3", sweep, "runs") == {
         "group": "shakespeare_char_cpu/multirun_2026-11-25_10-00-00",
@@ -288,14 +397,14 @@ def test_sweep_jobs_are_grouped_by_their_sweep_folder(cfg_tiny, wandb_env, monke
     with open_dict(cfg):
         cfg.paths.log_dir = str(tmp_path / "runs")
         cfg.paths.output_dir = str(tmp_path / "runs" / "tiny" / "multirun_x" / "0")
+    started, real_init = [], wandb.init
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: started.append(kwargs) or real_init(**kwargs))
     (logger,) = build_loggers(cfg)
-    # what the logger will pass to wandb.init (Lightning starts the run only when it first logs)
-    assert {k: logger._wandb_init[k] for k in ("group", "name", "tags")} == {
-        "group": "tiny/multirun_x",
-        "name": "0",
-        "tags": ["tiny", "sweep"],
-    }
-    assert logger._experiment is None  # building the logger does not start a W&B run
+    assert started == [] and wandb.run is None  # building the logger does not start a W&B run
+    run = logger.experiment  # as Lightning does when it first logs
+    assert (run.group, run.name, run.tags) == ("tiny/multirun_x", "0", ("tiny", "sweep"))
+    logger.finalize("success")
+    assert len(started) == 1 and wandb.run is None
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -43,11 +44,21 @@ def test_matches_explicit_attention_reference(bias):
     torch.testing.assert_close(logits, reference_forward(model, idx), atol=1e-5, rtol=1e-5)
 
 
-def test_loss_is_cross_entropy_of_logits():
+def test_an_untrained_uniform_model_scores_log_vocab_and_ignores_masked_targets():
+    # a model whose output weights are all zero predicts every token with probability 1/V,
+    # so its cross-entropy is ln V whatever the input: a reference that needs no formula of ours
     model = tiny()
+    torch.nn.init.zeros_(model.lm_head.weight)  # tied: the token embedding too
     idx, tgt = torch.randint(0, 11, (2, 16)), torch.randint(0, 11, (2, 16))
-    logits, loss = model(idx, tgt)
-    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(-1, 11), tgt.reshape(-1)))
+    _, loss = model(idx, tgt)
+    assert loss.item() == pytest.approx(math.log(11), rel=1e-6)
+    # targets of -1 are padding: they are left out of the mean rather than counted as tokens
+    model = tiny()
+    masked = tgt.clone()
+    masked[:, 8:] = -1
+    _, loss_masked = model(idx, masked)
+    _, loss_first = model(idx[:, :8], tgt[:, :8])  # causal: the first 8 positions never see the rest
+    assert loss_masked.item() == pytest.approx(loss_first.item(), rel=1e-5)
 
 
 def test_changing_a_future_token_never_changes_earlier_logits():
@@ -128,8 +139,10 @@ def test_param_groups_decay_only_matrices_and_embeddings():
     grouped = {id(p) for g in (decay, no_decay) for p in g["params"]}
     assert grouped == {id(p) for p in model.parameters()}
     assert len(decay["params"]) + len(no_decay["params"]) == len(grouped)  # tied weight listed once
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+    opt = model.configure_optimizers(partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99)), 0.1, "cpu")
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert [len(g["params"]) for g in opt.param_groups] == [len(decay["params"]), len(no_decay["params"])]
 
 
 def test_warmup_cosine_schedule():

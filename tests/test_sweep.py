@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nanogpt.report import find_jobs, mean_ci, seed_statistics, write_report
-from nanogpt.report import main as report_main
-from nanogpt.results import write_result
-from nanogpt.sweep import check_single_process, processes_per_job
+from nanogpt.runs.record import write_result
+from nanogpt.runs.report import find_jobs, mean_ci, seed_statistics, write_report
+from nanogpt.runs.report import main as report_main
+from nanogpt.runs.sweep import check_single_process, processes_per_job
 
 from .conftest import SEARCHED_KEYS, TINY, run_cli
 

@@ -134,7 +134,11 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(cfg_tiny, tmp_path):
     with pytest.raises(ValueError, match=r"is not a readable checkpoint.*written by nanogpt-train"):
         train(cfg_tiny)
     torch.save({"state_dict": {}}, bogus)
-    with pytest.raises(ValueError, match=r"is not a nanogpt training checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a nanogpt checkpoint \(it names no checkpoint format\)"):
+        train(cfg_tiny)
+    # a nanogpt checkpoint of weights only (what sampling needs) cannot resume training
+    torch.save({"state_dict": {}, "hyper_parameters": {"format": 1, "model": {}}}, bogus)
+    with pytest.raises(ValueError, match=r"holds weights but no training state"):
         train(cfg_tiny)
 
 

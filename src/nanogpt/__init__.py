@@ -1,8 +1,15 @@
 """nanogpt: train GPT language models with PyTorch Lightning and Hydra.
 
-Data flow: ``data.prepare`` turns a text file into token memmaps, ``data.datamodule`` streams
-windows from them, ``lightning_module`` wraps the plain-PyTorch ``model`` with loss, metrics and
-the optimizer, and ``train`` composes it all from Hydra configs.
+The data flow, one module (or package) per step::
+
+    text ──data.prepare──> token files ──data.windows──> batches ──data.datamodule──> DataModule
+      ──> model.GPT (plain PyTorch) inside lightning_module (loss, val/ppl, optimizer, schedule)
+      ──> Lightning's Trainer, built by train from the Hydra configs, with callbacks:
+            console (progress, summary), metrics (val/bleu, train/grad_norm), runs.curves (loss.png)
+      ──> checkpoints (checkpoint), logs (loggers: CSV, TensorBoard, W&B), the run record (runs.record)
+      ──> sweep reports (runs.sweep after every job of -m, runs.report for nanogpt-report)
+
+``sample`` and ``evaluate`` read a checkpoint back through ``checkpoint`` without Lightning.
 """
 
 from pathlib import Path

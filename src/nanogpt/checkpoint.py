@@ -1,42 +1,114 @@
-"""Load a trained model for inference from a checkpoint alone: weights, shape and tokenizer.
+"""Checkpoints: where a run keeps them, how they are read and checked, and the model inside.
 
-Every checkpoint written by ``nanogpt-train`` carries the model's config and the tokenizer's
-description in its hyperparameters, so sampling and evaluation need no data folder and no config.
+A checkpoint written by ``nanogpt-train`` describes itself: its hyperparameters hold the model's
+config, the tokenizer's description and :data:`CHECKPOINT_FORMAT`, so sampling and evaluation need
+no data folder and no config. Every checkpoint is read here, with ``weights_only=True``.
+
+A *run folder* (``runs/<experiment>/<time>``) keeps its checkpoints in ``checkpoints/``. Passed as
+``ckpt_path`` it means one of them, named by what the caller does:
+
+- :func:`resume_checkpoint` (``nanogpt-train ckpt_path=<run>``): ``last.ckpt``, where training stopped;
+- :func:`load_checkpoint` (``nanogpt-sample``, ``nanogpt-eval``): ``best.ckpt``, the lowest val/loss.
+
+This module imports neither Lightning nor Hydra, so inference starts fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from nanogpt.data import Tokenizer, tokenizer_from_meta
-from nanogpt.lightning_module import CHECKPOINT_FORMAT
+from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT, GPTConfig
 
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+CHECKPOINT_DIR = "checkpoints"  # inside a run folder
+MODEL_PREFIX = "model."  # the LightningModule's attribute holding the GPT prefixes its weights
 
-def resolve_checkpoint(ckpt_path: str | os.PathLike | None) -> Path:
-    """A checkpoint file, or a run folder meaning its ``checkpoints/best.ckpt``."""
+
+def run_checkpoint(ckpt_path: str | os.PathLike | None, which: Literal["last", "best"]) -> Path:
+    """``ckpt_path`` when it is a file; for a run folder, its ``checkpoints/<which>.ckpt``."""
+    example = f"runs/<experiment>/<time>/{CHECKPOINT_DIR}/{which}.ckpt"
     if ckpt_path is None or str(ckpt_path) == "":
         raise FileNotFoundError(
-            "no checkpoint given; pass ckpt_path=runs/<experiment>/<time>/checkpoints/best.ckpt "
-            "(or the run folder runs/<experiment>/<time>)"
+            f"no checkpoint given; pass ckpt_path={example} (or the run folder runs/<experiment>/<time>)"
         )
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
-        best = path / "checkpoints" / "best.ckpt"
-        if not best.is_file():
+        file = path / CHECKPOINT_DIR / f"{which}.ckpt"
+        if not file.is_file():
             raise FileNotFoundError(
-                f"ckpt_path={ckpt_path} is a folder without checkpoints/best.ckpt; pass a run folder "
-                "written by nanogpt-train or a .ckpt file"
+                f"ckpt_path={ckpt_path} is a folder without {CHECKPOINT_DIR}/{which}.ckpt; pass a run "
+                "folder written by nanogpt-train or a .ckpt file"
             )
-        return best
+        return file
     if not path.is_file():
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file or run folder, "
-            "e.g. ckpt_path=runs/<experiment>/<time>/checkpoints/best.ckpt"
+            f"e.g. ckpt_path={example}"
+        )
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
+    """Load a nanogpt checkpoint on the CPU and check its format.
+
+    With ``mmap`` the tensors stay on disk until touched, so reading the metadata costs little.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt file "
+            "written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+        ) from err
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    version = hparams.get("format") if isinstance(hparams, dict) else None
+    if version is None or "state_dict" not in ckpt:
+        raise ValueError(
+            f"ckpt_path={path} is not a nanogpt checkpoint (it names no checkpoint format); pass a "
+            ".ckpt file written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+        )
+    if version != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"ckpt_path={path} has checkpoint format {version!r}, but this nanogpt reads format "
+            f"{CHECKPOINT_FORMAT}; use the nanogpt version that wrote it, or retrain with this one"
+        )
+    return ckpt
+
+
+def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The GPT's own weights from a checkpoint's ``state_dict``; metrics' states are left out."""
+    return {
+        k.removeprefix(MODEL_PREFIX): v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)
+    }
+
+
+def resume_checkpoint(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> Path:
+    """The checkpoint to resume training from: a training checkpoint of this very model shape.
+
+    A run folder means its ``last.ckpt``. Checked before Lightning opens it, so a wrong file fails
+    with the fix rather than deep inside ``fit()``.
+    """
+    path = run_checkpoint(ckpt_path, "last")
+    ckpt = read_checkpoint(path, mmap=True)
+    if "loops" not in ckpt or "optimizer_states" not in ckpt:
+        raise ValueError(
+            f"ckpt_path={path} holds weights but no training state (optimizer, step), so training "
+            "cannot continue from it; pass <run>/checkpoints/last.ckpt"
+        )
+    saved = ckpt["hyper_parameters"]["model"]
+    wanted = dataclasses.asdict(model_config)
+    # dropout does not change the weights' shapes; resuming with another one is a choice
+    diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v and k != "dropout"}
+    if diff:
+        fixes = " ".join(f"model.{k}={old}" for k, (old, _) in diff.items())
+        raise ValueError(
+            f"ckpt_path={path} holds a different model ({diff}, saved vs asked); resume with {fixes}"
         )
     return path
 
@@ -44,27 +116,15 @@ def resolve_checkpoint(ckpt_path: str | os.PathLike | None) -> Path:
 def load_checkpoint(
     ckpt_path: str | os.PathLike | None, device: str | torch.device = "cpu"
 ) -> tuple[GPT, Tokenizer, dict[str, Any]]:
-    """Return ``(model, tokenizer, hparams)`` from a checkpoint or run folder.
+    """Return ``(model, tokenizer, hparams)`` for inference; a run folder means its ``best.ckpt``.
 
     The model is in eval mode on ``device``; ``"auto"`` means CUDA when there is one, else the CPU.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = resolve_checkpoint(ckpt_path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt file "
-            "written by nanogpt-train, e.g. <run>/checkpoints/best.ckpt"
-        ) from err
-    hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    version = hparams.get("format")
-    if version != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
-        raise ValueError(
-            f"ckpt_path={path} has checkpoint format {version!r}, but this nanogpt reads format "
-            f"{CHECKPOINT_FORMAT}; use the nanogpt version that wrote it, or retrain with this one"
-        )
+    path = run_checkpoint(ckpt_path, "best")
+    ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
     config = GPTConfig(**hparams["model"])
     meta = hparams.get("tokenizer")
     if not isinstance(meta, dict):
@@ -79,13 +139,22 @@ def load_checkpoint(
             f"{meta.get('kind')} vocabulary; the checkpoint is from another vocabulary and cannot be used"
         )
     model = GPT(config)
-    # Lightning prefixes the model's weights with its attribute name; metrics' states are not ours.
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(model_state_dict(ckpt))
     except RuntimeError as err:
         raise ValueError(
             f"ckpt_path={path} holds weights that do not fit its own model config ({err}); "
             "it is from another nanogpt version, retrain with this one"
         ) from err
     return model.to(device).eval(), tokenizer, hparams
+
+
+def refuse_existing_checkpoints(run_dir: str | os.PathLike) -> None:
+    """Refuse a run folder whose ``checkpoints/`` already holds files, which a new run would overwrite."""
+    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
+        raise FileExistsError(
+            f"{ckpt_dir} already holds checkpoints of another run, which this run would overwrite. "
+            "Use a new output folder (the default run folder is new each second), or continue that "
+            "run with ckpt_path=<its checkpoint>"
+        )

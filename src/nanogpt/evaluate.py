@@ -8,25 +8,29 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from nanogpt.bleu import BleuSettings, evaluate_bleu, split_tokens
-from nanogpt.checkpoint import load_checkpoint, resolve_checkpoint
-from nanogpt.data import TextDataModule
+from nanogpt import CONFIG_DIR
+from nanogpt.checkpoint import load_checkpoint, run_checkpoint
+from nanogpt.data.prepare import prepare_corpus
+from nanogpt.data.windows import EvalWindows, check_split_fits
+from nanogpt.metrics.bleu import BleuSettings, evaluate_bleu, split_tokens
+from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
-from nanogpt.train import CONFIG_DIR, instantiate
+from nanogpt.options import positive_int
 
 
 @torch.no_grad()
-def val_loss(model: GPT, datamodule: TextDataModule) -> tuple[float, int]:
-    """Mean cross-entropy (nats per token) over every token of the val split's windows, and their count."""
+def val_loss(model: GPT, windows: EvalWindows) -> tuple[float, int]:
+    """Mean cross-entropy (nats per token) over every target token of ``windows``, and their count."""
     device = model.lm_head.weight.device
     total, count = 0.0, 0
-    for x, y in datamodule.eval_dataset("val", None):  # non-overlapping windows over the whole split
+    for x, y in windows:
         _, loss = model(x.to(device), y.to(device))
         total += loss.item() * y.numel()
         count += y.numel()
@@ -40,35 +44,34 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     """
     out = out or sys.stdout
     bleu = BleuSettings(**OmegaConf.to_container(cfg.bleu, resolve=True))
-    path = resolve_checkpoint(cfg.ckpt_path)
+    batch_size = positive_int(cfg.batch_size, "batch_size")
+    path = run_checkpoint(cfg.ckpt_path, "best")
     model, tokenizer, hparams = load_checkpoint(path, cfg.device)
 
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.model = {"block_size": model.config.block_size}
-    datamodule: TextDataModule = instantiate(
-        cfg.data, block_size=model.config.block_size, batch_size=cfg.batch_size, eval_batches=None
-    )
-    datamodule.prepare_data()
-    if datamodule.meta["tokenizer"] != hparams["tokenizer"]:
-        data_kind, ckpt_kind = datamodule.meta["tokenizer"]["kind"], hparams["tokenizer"]["kind"]
+    # the data group's corpus options; the model decides the window length
+    d = cfg.data
+    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
+    data_dir = Path(d.data_dir)
+    if meta["tokenizer"] != hparams["tokenizer"]:
+        data_kind, ckpt_kind = meta["tokenizer"]["kind"], hparams["tokenizer"]["kind"]
         raise ValueError(
             f"ckpt_path={path} was trained with another vocabulary ({ckpt_kind}, "
-            f"{tokenizer.vocab_size} tokens) than data={datamodule.data_dir} ({data_kind}, "
-            f"{datamodule.vocab_size} tokens); pass the data the model was trained on, "
+            f"{tokenizer.vocab_size} tokens) than data={data_dir} ({data_kind}, "
+            f"{meta['tokenizer']['vocab_size']} tokens); pass the data the model was trained on, "
             f"e.g. data=shakespeare_{'gpt2' if ckpt_kind == 'gpt2' else 'char'}"
         )
-    datamodule.setup("validate")
+    block_size = model.config.block_size
+    check_split_fits(meta, "val", block_size)
 
-    loss, n_tokens = val_loss(model, datamodule)
-    meta = datamodule.meta
-    bleu_score, _ = evaluate_bleu(model, tokenizer, split_tokens(datamodule.data_dir), bleu)
+    # non-overlapping windows over the whole split: every token after the first is scored once
+    loss, n_tokens = val_loss(model, EvalWindows(data_dir / "val.bin", block_size, batch_size, None))
+    bleu_score, _ = evaluate_bleu(model, tokenizer, split_tokens(data_dir), bleu)
     result = {
         "ckpt_path": str(path),
         "val_tokens_scored": n_tokens,
         "loss": loss,
         "ppl": math.exp(loss),
-        "bpc": loss * meta["val_tokens"] / meta["val_chars"] / math.log(2),
+        "bpc": loss * bpc_per_nat(meta),
         "bleu": bleu_score,
         "bleu_recipe": {**OmegaConf.to_container(cfg.bleu, resolve=True), "tokenize": "13a"},
     }

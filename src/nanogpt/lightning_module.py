@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +10,9 @@ import lightning as L
 import torch
 from torchmetrics.text import Perplexity
 
+from nanogpt.checkpoint import CHECKPOINT_FORMAT
+from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT, GPTConfig
-
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 
 
 class GPTLightningModule(L.LightningModule):
@@ -51,11 +50,10 @@ class GPTLightningModule(L.LightningModule):
         self.bpc_scale: float | None = None  # val/bpc per val/loss, from the data in setup()
 
     def setup(self, stage: str) -> None:
-        # bits per character = loss (nats per token) x tokens per character / ln 2: it does not
-        # depend on the tokenizer, so char and BPE runs share one val/bpc chart.
+        # val/bpc does not depend on the tokenizer, so char and BPE runs share one chart
         meta = getattr(self.trainer.datamodule, "meta", None)
-        if isinstance(meta, dict) and meta.get("val_chars"):
-            self.bpc_scale = meta["val_tokens"] / meta["val_chars"] / math.log(2)
+        if isinstance(meta, dict):
+            self.bpc_scale = bpc_per_nat(meta)
 
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
@@ -83,13 +81,9 @@ class GPTLightningModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured; pass optimizer=adamw (or another optimizer group)")
-        keywords = getattr(self.optimizer_factory, "keywords", {})
-        extra = {}
-        if self.device.type == "cuda" and getattr(self.optimizer_factory, "func", None) is torch.optim.AdamW:
-            extra["fused"] = True
-        optimizer = self.optimizer_factory(
-            self.model.param_groups(keywords.get("weight_decay", 0.0)), **extra
-        )
+        # weight decay goes to the model's matrices and embeddings only (GPT.param_groups)
+        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        optimizer = self.model.configure_optimizers(self.optimizer_factory, weight_decay, self.device.type)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

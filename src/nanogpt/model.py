@@ -7,7 +7,6 @@ neither Lightning nor Hydra so it can be read, tested and reused on its own.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from nanogpt.options import positive_int
 
 
 @dataclass
@@ -30,11 +31,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"model.{name} must be a positive integer, got {value!r}; set model.{name}=..."
-                )
+            positive_int(getattr(self, name), f"model.{name}")
         if self.n_embd % self.n_head != 0:
             lower = self.n_embd // self.n_head * self.n_head
             raise ValueError(
@@ -219,12 +216,18 @@ class GPT(nn.Module):
         ]
 
     def configure_optimizers(
-        self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str
-    ) -> torch.optim.AdamW:
-        """AdamW over :meth:`param_groups`, using the fused kernel where the device has one."""
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(self.param_groups(weight_decay), lr=learning_rate, betas=betas, **extra)
+        self, optimizer: Callable[..., torch.optim.Optimizer], weight_decay: float, device_type: str
+    ) -> torch.optim.Optimizer:
+        """Build ``optimizer`` over :meth:`param_groups`; training and the benchmarks both use this.
+
+        ``optimizer`` takes the parameter groups and returns the optimizer, e.g.
+        ``functools.partial(torch.optim.AdamW, lr=6e-4, betas=(0.9, 0.95))`` (what the Hydra
+        ``optimizer`` group builds). AdamW gets PyTorch's fused kernel on CUDA.
+        """
+        extra = {}
+        if device_type == "cuda" and getattr(optimizer, "func", optimizer) is torch.optim.AdamW:
+            extra["fused"] = True
+        return optimizer(self.param_groups(weight_decay), **extra)
 
     def new_caches(self) -> list[KVCache]:
         """Empty key/value caches, one per layer, each holding up to ``block_size`` tokens."""

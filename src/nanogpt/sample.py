@@ -13,10 +13,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
 from nanogpt.model import check_sampling
-from nanogpt.train import CONFIG_DIR
 
 FILE_PREFIX = "FILE:"
 

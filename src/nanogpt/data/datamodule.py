@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from nanogpt.data.prepare import prepare_corpus, read_meta
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
-from nanogpt.data.windows import EvalWindows, TrainWindows
+from nanogpt.data.windows import EvalWindows, TrainWindows, check_split_fits
+from nanogpt.options import positive_int
 
 
 class TextDataModule(L.LightningDataModule):
@@ -45,16 +46,10 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 1337,
     ) -> None:
         super().__init__()
-        for name, value in (("block_size", block_size), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"data.{name} must be a positive integer, got {value!r}; set data.{name}=..."
-                )
-        if eval_batches is not None and (not isinstance(eval_batches, int) or eval_batches < 1):
-            raise ValueError(
-                "data.eval_batches must be a positive integer or null (whole val split), "
-                f"got {eval_batches!r}"
-            )
+        positive_int(block_size, "data.block_size")
+        positive_int(batch_size, "data.batch_size")
+        if eval_batches is not None:  # null scores the whole val split
+            positive_int(eval_batches, "data.eval_batches")
         self.data_dir = Path(data_dir)
         self.path = path
         self.url = url
@@ -93,13 +88,7 @@ class TextDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
-            n = self.meta[f"{split}_tokens"]
-            if n < self.block_size + 1:
-                raise ValueError(
-                    f"the {split} split of {self.meta['source']} has {n} tokens, fewer than "
-                    f"block_size + 1 = {self.block_size + 1}. Use a longer text or a smaller "
-                    f"model.block_size (at most {n - 1})"
-                )
+            check_split_fits(self.meta, split, self.block_size)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

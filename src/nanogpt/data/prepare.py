@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from nanogpt.data.tokenizer import build_tokenizer
+from nanogpt.files import write_atomically
 
 FORMAT_VERSION = 1
 TOKEN_DTYPE = np.uint16  # holds both the char vocab and GPT-2's 50257 tokens
@@ -30,12 +31,6 @@ TOKEN_DTYPE = np.uint16  # holds both the char vocab and GPT-2's 50257 tokens
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> None:
@@ -54,7 +49,7 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> No
             f"Download it by hand to {dest}, or pass data.path=/path/to/input.txt"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(dest, data)
+    write_atomically(dest, data)
 
 
 def _resolve_source(data_dir: Path, path: str | os.PathLike | None, url: str | None, md5: str | None) -> Path:
@@ -129,8 +124,8 @@ def prepare_corpus(
     val_ids = np.array(tok.encode(text[split:]), dtype=TOKEN_DTYPE)
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(data_dir / "train.bin", train_ids.tobytes())
-    _atomic_write(data_dir / "val.bin", val_ids.tobytes())
+    write_atomically(data_dir / "train.bin", train_ids.tobytes())
+    write_atomically(data_dir / "val.bin", val_ids.tobytes())
     meta = {
         **wanted,
         "source": str(source),
@@ -143,5 +138,5 @@ def prepare_corpus(
         "dtype": np.dtype(TOKEN_DTYPE).name,
         "tokenizer": tok.meta(),
     }
-    _atomic_write(data_dir / "meta.json", json.dumps(meta, indent=1).encode())
+    write_atomically(data_dir / "meta.json", json.dumps(meta, indent=1).encode())
     return meta

@@ -19,6 +19,16 @@ from nanogpt.data.prepare import TOKEN_DTYPE
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def check_split_fits(meta: dict, split: str, block_size: int) -> None:
+    """Refuse a prepared split (described by its ``meta.json``) too short for one window of ``block_size``."""
+    n = meta[f"{split}_tokens"]
+    if n < block_size + 1:
+        raise ValueError(
+            f"the {split} split of {meta['source']} has {n} tokens, fewer than block_size + 1 = "
+            f"{block_size + 1}. Use a longer text or a smaller model.block_size (at most {n - 1})"
+        )
+
+
 def _windows(data: np.ndarray, offsets: np.ndarray, block_size: int) -> Batch:
     idx = offsets[:, None] + np.arange(block_size + 1)  # (B, T+1)
     w = torch.from_numpy(data[idx].astype(np.int64))  # (B, T+1)

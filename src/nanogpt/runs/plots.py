@@ -7,9 +7,10 @@ window, never needs a display, and leaves the user's matplotlib backend alone.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from nanogpt.files import write_atomically
 
 Curve = Sequence[tuple[int, float]]  # (step, value) points
 
@@ -24,14 +25,7 @@ def _figure():
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
-    # Write beside the target, then rename: a reader never sees a half-written PNG.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        fig.savefig(f, format="png")
-    os.replace(tmp, path)
-    return path
+    return write_atomically(path, lambda f: fig.savefig(f, format="png"))
 
 
 def plot_run(history: Mapping[str, Curve], path: str | os.PathLike, title: str = "") -> Path:

@@ -23,13 +23,18 @@ from torchmetrics.text import SacreBLEUScore
 from nanogpt.data import Tokenizer
 from nanogpt.data.prepare import TOKEN_DTYPE
 from nanogpt.model import GPT, check_sampling
+from nanogpt.options import positive_int
 
 
 @dataclass
 class BleuSettings:
-    """How BLEU is measured; see the module docstring for the recipe."""
+    """How BLEU is measured; see the module docstring for the recipe.
 
-    num_prompts: int = 16
+    These defaults are the recipe; ``configs/bleu/default.yaml`` states them for Hydra, and a test
+    keeps the two equal.
+    """
+
+    num_prompts: int = 32
     prompt_tokens: int = 64
     continuation_tokens: int = 64
     temperature: float = 0.0  # 0 is greedy, so the score does not depend on a seed
@@ -40,9 +45,7 @@ class BleuSettings:
 
     def __post_init__(self) -> None:
         for name in ("num_prompts", "prompt_tokens", "continuation_tokens", "n_gram"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"bleu {name} must be a positive integer, got {value!r}; set {name}=...")
+            positive_int(getattr(self, name), f"bleu.{name}")
         check_sampling(self.temperature, self.top_k, self.top_p)
 
 

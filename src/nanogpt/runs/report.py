@@ -2,7 +2,7 @@
 
     nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00
 
-reads every job folder's ``result.json`` (:mod:`nanogpt.results`) and writes into the sweep folder
+reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and writes into the sweep folder
 
 - ``report.md``: every job's varying overrides, best ``val/loss``, last ``val/bleu``, steps, wall
   time and status, best first; failed jobs last, with their errors; and, when the sweep repeats a
@@ -11,7 +11,7 @@ reads every job folder's ``result.json`` (:mod:`nanogpt.results`) and writes int
 - ``report.csv`` (one row per job) and ``seeds.csv`` (one row per configuration, when seeds repeat);
 - ``val_loss.png``: every job's val-loss curve.
 
-``nanogpt-train -m`` writes the report after every job and at the end (:mod:`nanogpt.sweep`).
+``nanogpt-train -m`` writes the report after every job and at the end (:mod:`nanogpt.runs.sweep`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import re
+import socket
 import statistics
 import sys
 from collections.abc import Sequence
@@ -31,9 +33,39 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from nanogpt.results import RESULT_FILE, is_alive, read_result, write_text_atomically
+from nanogpt.files import write_atomically
+from nanogpt.runs import RESULT_FILE
 
 SEED_KEY = "seed"
+
+
+def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's ``result.json``, or ``None`` when it has none or it cannot be parsed."""
+    try:
+        result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def is_alive(result: dict[str, Any]) -> bool:
+    """Whether the process that wrote a ``running`` result may still run.
+
+    On this machine the process is looked up by its pid; another machine's job cannot be checked
+    from here, so it counts as alive.
+    """
+    pid = result.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if result.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, but belongs to another user
+    return True
 
 
 @dataclass
@@ -314,7 +346,7 @@ def _label(job: Job, varying: list[str]) -> str:
 
 def write_report(sweep_dir: str | os.PathLike) -> Path:
     """Write ``report.md``, ``report.csv``, ``val_loss.png`` (and ``seeds.csv``) into ``sweep_dir``."""
-    from nanogpt.plots import plot_sweep  # matplotlib only when a report is written
+    from nanogpt.runs.plots import plot_sweep  # matplotlib only when a report is written
 
     sweep_dir = Path(sweep_dir)
     jobs = find_jobs(sweep_dir)
@@ -323,10 +355,10 @@ def write_report(sweep_dir: str | os.PathLike) -> Path:
     plot_sweep(
         {_label(j, varying): j.val_curve for j in jobs}, sweep_dir / "val_loss.png", title=str(sweep_dir)
     )
-    write_text_atomically(sweep_dir / "report.csv", jobs_csv)
+    write_atomically(sweep_dir / "report.csv", jobs_csv)
     if seeds_csv is not None:
-        write_text_atomically(sweep_dir / "seeds.csv", seeds_csv)
-    return write_text_atomically(sweep_dir / "report.md", md)
+        write_atomically(sweep_dir / "seeds.csv", seeds_csv)
+    return write_atomically(sweep_dir / "report.md", md)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@
   gives the ranks of one job different hyperparameters;
 - creates the sweep folder, where Optuna's SQLite study lives.
 
-After every job, and at the end, it rewrites the sweep report (:mod:`nanogpt.report`), so a sweep
+After every job, and at the end, it rewrites the sweep report (:mod:`nanogpt.runs.report`), so a sweep
 whose job failed (Hydra then stops with that job's error) still leaves a report that shows it.
 """
 
@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn
@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nanogpt.report import write_report
+from nanogpt.runs.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,10 @@ def check_sweep(config: DictConfig) -> DictConfig:
     Raises Hydra's own composition error (unknown key, unknown config option, bad value) naming
     the parameter, before any job starts.
     """
-    loader = GlobalHydra.instance().config_loader()
     # the sweeper's params, then the command line, which wins: the order both sweepers use
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    # every parameter at its first value: the baseline job, then one job per other value
+    overrides = OverridesParser.create().parse_overrides(arguments)
     first = {o.get_key_element(): f"{o.get_key_element()}={_candidates(o)[0]}" for o in overrides}
     trials: list[tuple[str | None, dict[str, str]]] = [(None, first)]
     for o in overrides:
@@ -95,7 +93,12 @@ def check_sweep(config: DictConfig) -> DictConfig:
     first_job = None
     for source, trial in trials:
         try:
-            job = loader.load_sweep_config(config, list(trial.values()))
+            # Hydra's public compose API, as a sweeper composes each job: the hydra overrides, then the job's
+            job = compose(
+                config.hydra.job.config_name,
+                [*config.hydra.overrides.hydra, *trial.values()],
+                return_hydra_config=False,
+            )
         except HydraException as err:
             where = f"the sweep parameter {source!r}" if source else "the sweep"
             raise ConfigCompositionException(f"{where} does not compose: {err}") from None

@@ -1,0 +1,84 @@
+"""What a training run shows on the console: a progress bar in optimizer steps, and a summary
+of the run before it starts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Progress counted in optimizer steps out of ``trainer.max_steps``, with loss and tokens/s.
+
+    Lightning's own bar counts batches of an epoch, which an endless stream of windows does not
+    have. The loss is read from the device only when the bar refreshes, not at every step.
+    """
+
+    def __init__(self, refresh_rate: int = 10, process_position: int = 0) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position)
+        self._extra: dict[str, Any] = {}
+        self._tokens = 0
+        self._t0 = 0.0
+
+    @property
+    def train_description(self) -> str:
+        return "train"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        bar.n = bar.initial = trainer.global_step  # a resumed run starts part-way
+        self._tokens, self._t0 = 0, time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._tokens += batch[0].numel() * trainer.world_size
+        step = trainer.global_step
+        bar = self.train_progress_bar
+        # refresh every refresh_rate steps, and at the last one
+        if bar is None or not self.is_enabled or (step % self.refresh_rate and step != bar.total):
+            return
+        elapsed = time.perf_counter() - self._t0
+        self._extra = {"loss": f"{outputs['loss'].item():.4f}", "tok/s": f"{self._tokens / elapsed:,.0f}"}
+        bar.n = step
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {**self._extra, **metrics}
+
+
+class RunSummary(Callback):
+    """Print what is about to run: size, tokens per step, device, precision and output folder."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = pl_module.model
+        dm = trainer.datamodule
+        tokens = dm.batch_size * dm.block_size * trainer.accumulate_grad_batches * trainer.world_size
+        log.info(
+            "\n".join(
+                [
+                    "nanogpt run",
+                    f"  parameters      {model.num_params() / 1e6:.2f}M (without position embeddings)",
+                    f"  tokens/step     {tokens:,} = batch {dm.batch_size} x context {dm.block_size}"
+                    f" x accumulation {trainer.accumulate_grad_batches} x devices {trainer.world_size}",
+                    f"  device          {trainer.strategy.root_device} x {trainer.world_size}",
+                    f"  precision       {trainer.precision}",
+                    f"  max steps       {trainer.max_steps}",
+                    f"  output folder   {self.output_dir}",
+                ]
+            )
+        )
