@@ -74,5 +74,3 @@ class LossCurves(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = {k: [(int(s), float(v)) for s, v in pts] for k, pts in state_dict["history"].items()}
-
-
