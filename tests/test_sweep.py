@@ -251,7 +251,9 @@ def test_report_marks_crashed_and_failed_jobs_as_failed(tmp_path):
     fake_job(tmp_path, "2", ["model.n_layer=6"], status="running", host=socket.gethostname(), pid=2**22 + 7)
     fake_job(tmp_path, "3", ["model.n_layer=8"], status=None)  # died before writing anything
 
-    assert report_main([str(tmp_path)]) == 0
+    result = run_cli("nanogpt-report", [str(tmp_path)], cwd=tmp_path)  # the console script
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| rank | job | model.n_layer |" in result.stdout and "written: " in result.stdout
     rows = {r["model.n_layer"]: r for r in read_csv(tmp_path / "report.csv")}
     assert rows["2"]["status"] == "completed" and rows["2"]["rank"] == "1"
     assert rows["4"]["status"] == "failed" and rows["4"]["error"] == "RuntimeError: out of memory"
