@@ -156,17 +156,28 @@ def test_eval_prints_a_table_and_writes_json_beside_the_checkpoint(run_dir):
     out = io.StringIO()
     result = evaluate(eval_cfg(run_dir), out=out)
     table = out.getvalue()
-    for name in ("loss", "perplexity", "bits/char", "BLEU"):
+    for name in ("loss", "perplexity", "bits/char", "BLEU", "chrF"):
         assert name in table
     saved = json.loads((run_dir / "checkpoints" / "best.eval.json").read_text())
     assert saved["loss"] == pytest.approx(result["loss"]) and saved["bleu"] == pytest.approx(result["bleu"])
+    assert saved["chrf"] == pytest.approx(result["chrf"]) and f"{saved['chrf']:.2f}" in table
     # the shared recipe (configs/bleu/default.yaml) with this command's overrides on top
-    assert (saved["bleu_recipe"]["num_prompts"], saved["bleu_recipe"]["n_gram"]) == (4, 4)
+    recipe = saved["bleu_recipe"]
+    assert (recipe["num_prompts"], recipe["n_gram"], recipe["tokenize"]) == (4, 4, "13a")
+    assert (recipe["smooth"], recipe["smooth_method"]) == (True, "exp")
+    # sacrebleu's signatures: BLEU with 13a tokens and exp smoothing, chrF2 on characters only
+    assert "|tok:13a|smooth:exp|" in saved["bleu_signature"]
+    assert "|nc:6|nw:0|space:no|" in saved["chrf_signature"]
     assert saved["ppl"] == pytest.approx(torch.tensor(result["loss"]).exp().item(), rel=1e-5)
     meta = json.loads((run_dir.parent / "data" / "meta.json").read_text())
     # every window of the val split is scored once
     assert saved["val_tokens_scored"] == (meta["val_tokens"] - 1) // 32 * 32
-    assert saved["bpc"] > 0 and saved["bleu_recipe"]["tokenize"] == "13a"
+    assert saved["bpc"] > 0
+
+    # plain BLEU stays available; it never exceeds the smoothed score, and chrF does not depend on it
+    plain = evaluate(eval_cfg(run_dir, "bleu.smooth=false"), out=io.StringIO())
+    assert plain["bleu_recipe"]["smooth_method"] == "none" and "smooth:none" in plain["bleu_signature"]
+    assert plain["bleu"] <= result["bleu"] and plain["chrf"] == pytest.approx(result["chrf"])
 
 
 def test_cli_sample_and_eval_run_end_to_end(run_dir, tmp_path):
@@ -190,7 +201,7 @@ def test_cli_sample_and_eval_run_end_to_end(run_dir, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "bits/char" in result.stdout and "BLEU" in result.stdout
+    assert "bits/char" in result.stdout and "BLEU" in result.stdout and "chrF" in result.stdout
     assert list(tmp_path.iterdir()) == []  # neither CLI leaves files where it runs
 
 

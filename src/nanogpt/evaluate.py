@@ -19,7 +19,7 @@ from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint, run_checkpoint
 from nanogpt.data.prepare import prepare_corpus
 from nanogpt.data.windows import EvalWindows, check_split_fits
-from nanogpt.metrics.bleu import BleuSettings, evaluate_bleu, split_tokens
+from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu, split_tokens
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
@@ -38,7 +38,7 @@ def val_loss(model: GPT, windows: EvalWindows) -> tuple[float, int]:
 
 
 def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
-    """Loss, perplexity, bits per character and BLEU of ``cfg.ckpt_path`` on ``cfg.data``'s val split.
+    """Loss, perplexity, bits per character, BLEU and chrF of ``cfg.ckpt_path`` on ``cfg.data``'s val split.
 
     Prints them as a table and writes them to ``<checkpoint>.eval.json`` beside the checkpoint.
     """
@@ -65,21 +65,30 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
 
     # non-overlapping windows over the whole split: every token after the first is scored once
     loss, n_tokens = val_loss(model, EvalWindows(data_dir / "val.bin", block_size, batch_size, None))
-    bleu_score, _ = evaluate_bleu(model, tokenizer, split_tokens(data_dir), bleu)
+    scores = evaluate_bleu(model, tokenizer, split_tokens(data_dir), bleu)
     result = {
         "ckpt_path": str(path),
         "val_tokens_scored": n_tokens,
         "loss": loss,
         "ppl": math.exp(loss),
         "bpc": loss * bpc_per_nat(meta),
-        "bleu": bleu_score,
-        "bleu_recipe": {**OmegaConf.to_container(cfg.bleu, resolve=True), "tokenize": "13a"},
+        "bleu": scores.bleu,
+        "chrf": scores.chrf,
+        "bleu_recipe": {
+            **OmegaConf.to_container(cfg.bleu, resolve=True),
+            "tokenize": TOKENIZE,
+            "smooth_method": bleu.smooth_method,
+        },
+        # sacrebleu's own account of its settings (and version), as papers cite them
+        "bleu_signature": scores.bleu_signature,
+        "chrf_signature": scores.chrf_signature,
     }
     rows = [
         ("loss", f"{loss:.4f}"),
         ("perplexity", f"{result['ppl']:.3f}"),
         ("bits/char", f"{result['bpc']:.4f}"),
-        ("BLEU", f"{bleu_score:.2f}"),
+        ("BLEU", f"{scores.bleu:.2f}"),
+        ("chrF", f"{scores.chrf:.2f}"),
     ]
     print(f"{path}  ({n_tokens:,} val tokens)", file=out)
     for name, value in rows:

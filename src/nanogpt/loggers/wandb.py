@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 # W&B keeps the last logged value in a run's summary unless told otherwise; the runs table and a
 # sweep's comparison should show the best one.
-BEST_SUMMARY = {"val/loss": "min", "val/ppl": "min", "val/bpc": "min", "val/bleu": "max"}
+BEST_SUMMARY = {"val/loss": "min", "val/ppl": "min", "val/bpc": "min", "val/bleu": "max", "val/chrf": "max"}
 
 # the modes in which wandb never talks to a server, so needs no credentials
 LOCAL_MODES = ("offline", "dryrun", "disabled")
@@ -24,8 +24,8 @@ LOCAL_MODES = ("offline", "dryrun", "disabled")
 class WandbLogger(LightningWandbLogger):
     """Lightning's ``WandbLogger`` with best-value summaries, an offline switch and a finished run.
 
-    - ``val/loss``, ``val/ppl``, ``val/bpc`` keep their minimum in the run summary, ``val/bleu`` its
-      maximum (on the usual ``trainer/global_step`` axis).
+    - ``val/loss``, ``val/ppl``, ``val/bpc`` keep their minimum in the run summary, ``val/bleu`` and
+      ``val/chrf`` their maximum (on the usual ``trainer/global_step`` axis).
     - ``offline=True`` passes ``mode="offline"`` to ``wandb.init``. Lightning's own flag refuses
       ``log_model`` offline, yet W&B records offline artifacts in the run and ``wandb sync`` uploads
       them (their files wait in W&B's staging folder, under ``WANDB_DATA_DIR``, until then).

@@ -1,4 +1,4 @@
-"""``val/bleu`` during training: the BLEU recipe of :mod:`nanogpt.metrics.bleu` after every validation."""
+"""``val/bleu`` and ``val/chrf`` during training: :mod:`nanogpt.metrics.bleu`'s recipe after validation."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from nanogpt.options import positive_int
 
 
 class BleuCallback(Callback):
-    """Log ``val/bleu`` after validation, and the prompt/reference/continuation samples as text.
+    """Log ``val/bleu`` and ``val/chrf`` after validation, and the samples they scored as text.
 
-    The recipe is in :mod:`nanogpt.metrics.bleu`. Samples go to every active logger: a W&B table, a
-    TensorBoard text entry, or ``samples.jsonl`` beside a CSV logger's ``metrics.csv``.
+    The recipe is in :mod:`nanogpt.metrics.bleu`. Samples go to every active logger: a W&B table
+    (prompt, reference, continuation), a TensorBoard text entry, or ``samples.jsonl`` beside a CSV
+    logger's ``metrics.csv``; the last two also give each continuation's own chrF.
 
     Args:
         every_n_evals: measure at every n-th validation only, to save time.
@@ -41,11 +42,10 @@ class BleuCallback(Callback):
         if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "data_dir"):
             return  # prompts come from a prepared val split; a bare DataLoader has none
         # Every rank scores the same prompts the same way, so syncing averages equal values.
-        score, samples = evaluate_bleu(
-            pl_module.model, dm.tokenizer, split_tokens(dm.data_dir), self.settings
-        )
-        pl_module.log("val/bleu", score, batch_size=1, sync_dist=True)
-        self._log_samples(trainer, samples)
+        result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.data_dir), self.settings)
+        pl_module.log("val/bleu", result.bleu, batch_size=1, sync_dist=True)
+        pl_module.log("val/chrf", result.chrf, batch_size=1, sync_dist=True)
+        self._log_samples(trainer, result.samples)
 
     @rank_zero_only
     def _log_samples(self, trainer: L.Trainer, samples: list[BleuSample]) -> None:
@@ -53,9 +53,8 @@ class BleuCallback(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 rows = [[step, s.prompt, s.reference, s.continuation] for s in samples]
-                logger.log_text(
-                    "val/samples", columns=["step", "prompt", "reference", "continuation"], data=rows
-                )
+                columns = ["step", "prompt", "reference", "continuation"]
+                logger.log_text("val/samples", columns=columns, data=rows)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("val/samples", _markdown(samples), global_step=step)
             elif isinstance(logger, CSVLogger):
@@ -73,7 +72,7 @@ def _markdown(samples: list[BleuSample]) -> str:
 
     parts = [
         f"**prompt**\n\n{block(s.prompt)}\n\n**reference**\n\n{block(s.reference)}\n\n"
-        f"**model**\n\n{block(s.continuation)}"
+        f"**model** (chrF {s.chrf:.1f})\n\n{block(s.continuation)}"
         for s in samples
     ]
     return "\n\n---\n\n".join(parts)
