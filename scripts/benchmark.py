@@ -6,7 +6,9 @@ Each is timed as a whole command, start-up included, in its own process, and its
 from the kernel. The final model of each is then scored on the *whole* val split.
 
     python scripts/benchmark.py                      # both, then the table
-    python scripts/benchmark.py --repeats 2          # alternate the two, report the median
+    python scripts/benchmark.py --repeats 3          # alternate the two, report the median
+    git worktree add /tmp/before main && python scripts/benchmark.py --repeats 3 --no-plain \\
+        --baseline-src /tmp/before                   # this code against another checkout's
     python scripts/benchmark.py plain --out DIR      # only the plain loop (used by the above)
 
 Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt when offline.
@@ -44,7 +46,7 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
 
     from nanogpt.data import EvalWindows, TrainWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
-    from nanogpt.schedule import warmup_cosine_lr
+    from nanogpt.schedule import warmup_cosine_factor
 
     cfg = compose(overrides)
     d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
@@ -68,7 +70,7 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     best = float("inf")
     for step in range(t.max_steps):
-        lr = warmup_cosine_lr(step, o.lr, s.warmup_steps, s.decay_steps, s.min_lr)
+        lr = o.lr * warmup_cosine_factor(step, s.warmup_steps, s.decay_steps, s.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = next(train_batches)
@@ -87,11 +89,11 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
             print(f"step {step + 1}: val loss {val_loss:.4f}", flush=True)
 
 
-def run_timed(cmd: list[str], log: Path) -> tuple[float, float]:
+def run_timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Run ``cmd`` to completion; return (wall seconds, peak RSS in MiB) of that process alone."""
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -122,7 +124,12 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     return total / count
 
 
-def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
+LIGHTNING, PLAIN, BASELINE = "nanogpt-train (Lightning)", "plain PyTorch loop", "nanogpt-train, baseline code"
+
+
+def compare(
+    repeats: int, overrides: list[str], keep: Path | None, baseline_src: Path | None, plain: bool
+) -> None:
     import torch
 
     from nanogpt.checkpoint import model_state_dict
@@ -130,61 +137,68 @@ def compare(repeats: int, overrides: list[str], keep: Path | None) -> None:
     root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
-    results: dict[str, list[tuple[float, float]]] = {
-        "nanogpt-train (Lightning)": [],
-        "plain PyTorch loop": [],
-    }
+
+    def lightning(run_dir: Path) -> list[str]:
+        return [train_cmd, f"experiment={EXPERIMENT}", f"hydra.run.dir={run_dir}", *overrides]
+
+    # name -> (command for a run folder, environment); run one after the other within each repeat
+    runners: dict[str, tuple] = {LIGHTNING: (lightning, None)}
+    if plain:
+        runners[PLAIN] = (lambda d: [sys.executable, __file__, "plain", "--out", str(d), *overrides], None)
+    if baseline_src is not None:
+        # the same console script, importing nanogpt (and its configs) from another checkout
+        env = {**os.environ, "PYTHONPATH": str(baseline_src.resolve() / "src")}
+        runners[BASELINE] = (lightning, env)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     cfg = compose(overrides)
     steps, tokens_per_step = cfg.trainer.max_steps, cfg.data.batch_size * cfg.data.block_size
     for r in range(repeats):
-        lit_dir, plain_dir = root / f"lightning{r}", root / f"plain{r}"
-        lit = run_timed(
-            [train_cmd, f"experiment={EXPERIMENT}", f"hydra.run.dir={lit_dir}", *overrides],
-            root / f"lightning{r}.log",
-        )
-        results["nanogpt-train (Lightning)"].append(lit)
-        plain = run_timed(
-            [sys.executable, __file__, "plain", "--out", str(plain_dir), *overrides], root / f"plain{r}.log"
-        )
-        results["plain PyTorch loop"].append(plain)
-        print(f"repeat {r + 1}/{repeats}: lightning {lit[0]:.1f}s, plain {plain[0]:.1f}s", flush=True)
+        for i, (name, (command, env)) in enumerate(runners.items()):
+            run_dir = root / f"{i}-{r}"
+            results[name].append(run_timed(command(run_dir), root / f"{i}-{r}.log", env))
+        walls = ", ".join(f"{name} {runs[-1][0]:.1f}s" for name, runs in results.items())
+        print(f"repeat {r + 1}/{repeats}: {walls}", flush=True)
 
-    last = repeats - 1
-    lit_state = torch.load(root / f"lightning{last}" / "checkpoints" / "last.ckpt", map_location="cpu")
-    lit_model = model_state_dict(lit_state)
-    plain_model = torch.load(root / f"plain{last}" / "last.pt", map_location="cpu")["model"]
-    val = {
-        "nanogpt-train (Lightning)": full_val_loss(lit_model, overrides),
-        "plain PyTorch loop": full_val_loss(plain_model, overrides),
-    }
+    val = {}
+    for i, name in enumerate(runners):
+        last = root / f"{i}-{repeats - 1}"
+        if name == PLAIN:
+            state = torch.load(last / "last.pt", map_location="cpu")["model"]
+        else:
+            state = model_state_dict(torch.load(last / "checkpoints" / "last.ckpt", map_location="cpu"))
+        val[name] = full_val_loss(state, overrides)
 
     print(
         f"\n{EXPERIMENT}: {steps} steps x {tokens_per_step} tokens, {torch.get_num_threads()} threads, "
-        f"median of {repeats}"
+        f"median of {repeats} (min-max)"
     )
     header = (
-        f"| {'run':<26} | {'val loss (whole split)':>22} | {'wall s':>7} | {'steps/s':>7} "
+        f"| {'run':<28} | {'val loss (whole split)':>22} | {'wall s':>20} | {'steps/s':>7} "
         f"| {'tokens/s':>8} | {'peak RSS MiB':>12} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     walls = {}
     for name, runs in results.items():
-        wall = statistics.median(w for w, _ in runs)
-        rss = max(r for _, r in runs)
-        walls[name] = wall
+        times = [w for w, _ in runs]
+        wall = walls[name] = statistics.median(times)
+        spread = f"{wall:.1f} ({min(times):.1f}-{max(times):.1f})"
         print(
-            f"| {name:<26} | {val[name]:>22.4f} | {wall:>7.1f} | {steps / wall:>7.2f} | "
-            f"{steps * tokens_per_step / wall:>8,.0f} | {rss:>12.0f} |"
+            f"| {name:<28} | {val[name]:>22.4f} | {spread:>20} | {steps / wall:>7.2f} | "
+            f"{steps * tokens_per_step / wall:>8,.0f} | {max(r for _, r in runs):>12.0f} |"
         )
-    ratio = walls["nanogpt-train (Lightning)"] / walls["plain PyTorch loop"]
-    print(
-        f"\nLightning / plain wall time: {ratio:.3f}x (target <= 1.05x); "
-        f"full-split val loss {val['nanogpt-train (Lightning)']:.4f} (target <= 1.90)"
-    )
+    ratios = {}
+    for other in (PLAIN, BASELINE):
+        if other in walls:
+            per_repeat = [a[0] / b[0] for a, b in zip(results[LIGHTNING], results[other], strict=True)]
+            ratios[other] = per_repeat
+            print(
+                f"\n{LIGHTNING} / {other}: median {statistics.median(per_repeat):.3f}x "
+                f"(min {min(per_repeat):.3f}, max {max(per_repeat):.3f}) over {repeats} alternating repeats"
+            )
     print(f"runs kept in {root}")
     (root / "benchmark.json").write_text(
-        json.dumps({"results": results, "val": val, "ratio": ratio}, indent=1)
+        json.dumps({"results": results, "val": val, "ratios": ratios}, indent=1)
     )
 
 
@@ -195,12 +209,18 @@ def main() -> None:
     parser.add_argument("mode", nargs="?", choices=["compare", "plain"], default="compare")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, help="folder for the runs (default: a new temporary folder)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to both runs")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another checkout of nanogpt (e.g. a git worktree of main); adds its nanogpt-train as a row",
+    )
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     args = parser.parse_intermixed_args()
     if args.mode == "plain":
         plain_loop(args.out, args.overrides)
     else:
-        compare(args.repeats, args.overrides, args.out)
+        compare(args.repeats, args.overrides, args.out, args.baseline_src, plain=not args.no_plain)
 
 
 if __name__ == "__main__":

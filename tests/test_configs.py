@@ -136,8 +136,8 @@ NANOGPT_SHAKESPEARE_CHAR = {
     "optimizer.betas": [0.9, 0.99],
     "optimizer.weight_decay": 0.1,
     "scheduler.warmup_steps": 100,
-    "scheduler.decay_steps": 5000,
-    "scheduler.min_lr": 1e-4,
+    "scheduler.decay_steps": 5000,  # lr_decay_iters
+    "scheduler.min_lr_ratio": 0.1,  # min_lr 1e-4 = lr / 10
     "trainer.max_steps": 5000,
     "trainer.val_check_interval": 250,
     "trainer.gradient_clip_val": 1.0,

@@ -136,7 +136,7 @@ def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_
     # every metric Lightning logged, on the trainer's step axis
     val_loss = csv_column(out, "val/loss")
     logged_val = [(r["trainer/global_step"], r["val/loss"]) for r in got["history"] if "val/loss" in r]
-    assert [s for s, _ in logged_val] == [s for s, _ in val_loss] == [9, 19]
+    assert [s for s, _ in logged_val] == [s for s, _ in val_loss] == [10, 20]
     assert [v for _, v in logged_val] == pytest.approx([v for _, v in val_loss])
     logged = set().union(*got["history"])
     assert {"train/loss", "lr", "val/ppl", "val/bpc", "val/bleu"} <= logged
@@ -422,7 +422,7 @@ def test_two_process_ddp_makes_one_wandb_run(tmp_path, text_path, wandb_env, mon
     (run_dir,) = tmp_path.glob("runs/ddp/*/wandb/offline-run-*")
     got = read_offline_run(run_dir)
     val_loss = [(r["trainer/global_step"], r["val/loss"]) for r in got["history"] if "val/loss" in r]
-    assert [step for step, _ in val_loss] == [4, 9]
+    assert [step for step, _ in val_loss] == [5, 10]
     assert got["summary"]["val/loss"] == {"min": min(v for _, v in val_loss)}
 
 
@@ -441,5 +441,5 @@ def test_tensorboard_and_csv_receive_the_validation_metrics_and_lr(cfg_tiny):
         expected = csv_column(out, key)
         assert [s for s, _ in scalars[key]] == [s for s, _ in expected], key
         assert [v for _, v in scalars[key]] == pytest.approx([v for _, v in expected]), key
-    assert [step for step, _ in scalars["val/loss"]] == [9, 19]
+    assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     assert len(scalars["lr"]) == 20

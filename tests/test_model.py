@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.schedule import warmup_cosine, warmup_cosine_lr
+from nanogpt.schedule import warmup_cosine, warmup_cosine_factor
 
 
 def tiny(**kw) -> GPT:
@@ -146,17 +146,20 @@ def test_param_groups_decay_only_matrices_and_embeddings():
 
 
 def test_warmup_cosine_schedule():
-    lr = lambda s: warmup_cosine_lr(s, 1e-3, 100, 5000, 1e-4)  # noqa: E731
-    assert lr(0) == pytest.approx(1e-3 / 101)
+    lr = lambda s: 1e-3 * warmup_cosine_factor(s, 100, 5000, 0.1)  # noqa: E731
+    assert lr(0) == pytest.approx(1e-3 / 101)  # nanoGPT's warm-up: lr * (it + 1) / (warmup + 1)
     assert lr(99) == pytest.approx(1e-3 * 100 / 101)
     assert lr(100) == pytest.approx(1e-3)
-    assert lr(2550) == pytest.approx(5.5e-4)
-    assert lr(5000) == pytest.approx(1e-4) and lr(9000) == pytest.approx(1e-4)
+    assert lr(2549) == pytest.approx(5.5e-4, rel=1e-3)  # halfway down the cosine (2549.5)
+    assert lr(4999) == pytest.approx(1e-4) and lr(9000) == pytest.approx(1e-4)
+    assert all(lr(s) > lr(s + 1) for s in range(100, 4999))
     opt = torch.optim.AdamW(tiny().parameters(), lr=1e-3)
-    sched = warmup_cosine(opt, 100, 5000, 1e-4)
+    sched = warmup_cosine(opt, 100, 5000, 0.1)
     for _ in range(100):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="warmup_steps <= scheduler.decay_steps"):
-        warmup_cosine(opt, 100, 50, 1e-4)
+        warmup_cosine(opt, 100, 50, 0.1)
+    with pytest.raises(ValueError, match=r"min_lr_ratio must be in \[0, 1\]"):
+        warmup_cosine(opt, 10, 50, 1.5)

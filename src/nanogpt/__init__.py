@@ -4,9 +4,11 @@ The data flow, one module (or package) per step::
 
     text ──data.prepare──> token files ──data.windows──> batches ──data.datamodule──> DataModule
       ──> model.GPT (plain PyTorch) inside lightning_module (loss, val/ppl, optimizer, schedule)
-      ──> Lightning's Trainer, built by train from the Hydra configs, with callbacks:
-            console (progress, summary), metrics (val/bleu, train/grad_norm), runs.curves (loss.png)
-      ──> checkpoints (checkpoint), logs (loggers: CSV, TensorBoard, W&B), the run record (runs.record)
+      ──> Lightning's Trainer, built by train from the Hydra configs (devices checks them), with callbacks:
+            console (progress, summary), loop (last-step validation, NaN stop), metrics (val/bleu,
+            val/chrf, train/grad_norm), runs.checkpoints (last.ckpt, RNG state), runs.curves (loss.png)
+      ──> checkpoints (written by runs.checkpoints, read by checkpoint), logs (loggers: CSV,
+          TensorBoard, W&B), the run record (runs.record)
       ──> sweep reports (runs.sweep after every job of -m, runs.report for nanogpt-report)
 
 ``sample`` and ``evaluate`` read a checkpoint back through ``checkpoint`` without Lightning.

@@ -16,6 +16,7 @@ This module imports neither Lightning nor Hydra, so inference starts fast.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,8 @@ from nanogpt.model import GPT, GPTConfig
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 CHECKPOINT_DIR = "checkpoints"  # inside a run folder
 MODEL_PREFIX = "model."  # the LightningModule's attribute holding the GPT prefixes its weights
+
+log = logging.getLogger(__name__)
 
 
 def run_checkpoint(ckpt_path: str | os.PathLike | None, which: Literal["last", "best"]) -> Path:
@@ -62,9 +65,16 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as err:
+        others = [p for p in sorted(Path(path).parent.glob("*.ckpt")) if p != Path(path) and _loads(p)]
+        fix = (
+            f"{', '.join(map(str, others))} of the same folder load{'s' if len(others) == 1 else ''}: "
+            f"pass ckpt_path={others[0]}"
+            if others
+            else "pass a .ckpt file written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+        )
         raise ValueError(
-            f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt file "
-            "written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+            f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: truncated, or not a "
+            f"checkpoint); {fix}"
         ) from err
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     version = hparams.get("format") if isinstance(hparams, dict) else None
@@ -79,6 +89,36 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
             f"{CHECKPOINT_FORMAT}; use the nanogpt version that wrote it, or retrain with this one"
         )
     return ckpt
+
+
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def latest_run(log_dir: str | os.PathLike, name: str, exclude: str | os.PathLike | None = None) -> Path:
+    """The newest run folder of experiment ``name`` under ``log_dir`` that has a ``last.ckpt``.
+
+    Sweep jobs count too. ``exclude`` (the new run's own folder) is passed over. Logs the pick.
+    """
+    root = Path(log_dir) / name
+    skip = Path(exclude).resolve() if exclude else None
+    candidates = [
+        p
+        for p in root.glob(f"**/{CHECKPOINT_DIR}/last.ckpt")
+        if skip is None or not p.resolve().is_relative_to(skip)
+    ]
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no earlier run of name={name} under {root} has {CHECKPOINT_DIR}/last.ckpt; "
+            "train one first, or pass ckpt_path=<run folder or .ckpt file>"
+        )
+    run = max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
+    log.info("ckpt_path=last: resuming the newest run of %s, %s", name, run)
+    return run
 
 
 def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:

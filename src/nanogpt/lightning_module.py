@@ -69,9 +69,13 @@ class GPTLightningModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, loss = self._shared_step(batch, "train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+        # One step convention in every file and logger: optimizer steps done once this update is
+        # made, as the progress bar counts. Lightning takes a logged "step" as the loggers' x-axis.
+        self.log("step", float(self.global_step + 1), batch_size=1)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.log("step", float(self.global_step), batch_size=1, sync_dist=True)  # steps done so far
         logits, loss = self._shared_step(batch, "val")
         self.val_ppl(logits.float(), batch[1])
         self.log("val/ppl", self.val_ppl, batch_size=batch[0].size(0))

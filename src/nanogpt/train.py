@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
+import sys
 import warnings
 from typing import Any
 
@@ -16,12 +18,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import refuse_existing_checkpoints, resume_checkpoint
+from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_checkpoint
+from nanogpt.devices import check_trainer_fits_machine
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
+from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.runs.record import RunRecord
 from nanogpt.runs.sweep import check_single_process
@@ -56,13 +61,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         vocab_size = fields.pop("vocab_size", None)
         # Validate the shape options before any data work; the vocabulary comes from the data later.
         model_config = GPTConfig(**fields, vocab_size=vocab_size or 1)
-        # before any data work too: a W&B logger without credentials is refused here, at once
+        # before any data work too: a GPU recipe without a GPU, a W&B logger without credentials
+        check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
         loggers = build_loggers(cfg)
 
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         model_config = dataclasses.replace(model_config, vocab_size=vocab_size or datamodule.vocab_size)
-        ckpt_path = resume_checkpoint(cfg.ckpt_path, model_config) if cfg.get("ckpt_path") else None
+        ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path == "last":  # the newest earlier run of this experiment
+            ckpt_path = latest_run(cfg.paths.log_dir, cfg.name, exclude=cfg.paths.output_dir)
+        ckpt_path = resume_checkpoint(ckpt_path, model_config) if ckpt_path else None
 
         module = GPTLightningModule(
             model_config,
@@ -72,7 +81,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             compile=cfg.get("compile", False),
         )
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            val_check_interval=lightning_val_check_interval(cfg.trainer),
+        )
         record.watch(trainer)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             check_single_process(trainer.world_size, cfg.trainer.get("strategy"))
@@ -91,7 +105,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:
+        # Lightning's SIGTERMException is a SystemExit without a code, which would exit 0
+        sys.exit(128 + signal.SIGTERM)
     # A sweeper (e.g. Optuna) minimises what the app returns.
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None

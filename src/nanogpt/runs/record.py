@@ -2,7 +2,8 @@
 
 :class:`RunRecord` wraps a run: entering it writes the run's ``config.yaml`` and a ``running``
 result (with host and pid, so a report can tell a running job from a killed one); leaving it
-writes ``completed`` with the best and final metrics, or ``failed`` with the error. Both carry the
+writes ``completed`` with the best and final metrics, ``interrupted`` (Ctrl-C, SIGTERM; the
+command that resumes it is printed), or ``failed`` with the error. Both carry the
 step reached, the wall time and the loss history of the run's :class:`~nanogpt.runs.curves.LossCurves`.
 Under DDP only global rank 0 writes.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -100,10 +103,28 @@ class RunRecord:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if error is not None:
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            # Ctrl-C (Lightning turns it into SystemExit after its shutdown) or SIGTERM
+            self.result.update(status="interrupted", error=f"{type(error).__name__}: interrupted")
+        elif error is not None:
             self.result.update(status="failed", error=f"{type(error).__name__}: {error}")
         self.result["wall_time_s"] = time.time() - self.started
         self._write()
+        if self.result["status"] == "interrupted":
+            self._say_how_to_resume()
+
+    @rank_zero_only
+    def _say_how_to_resume(self) -> None:
+        if not (self.run_dir / "checkpoints" / "last.ckpt").is_file():
+            return
+        overrides = [o for o in self.result["overrides"] if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+        command = shlex.join(["nanogpt-train", *overrides, f"ckpt_path={self.run_dir}"])
+        print(
+            f"\nInterrupted at step {self.result.get('step')}; {self.run_dir}/checkpoints/last.ckpt holds "
+            f"it. Resume with:\n  {command}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @rank_zero_only
     def _save_config(self) -> None:

@@ -73,7 +73,7 @@ class Job:
     """One job folder of a sweep, as its ``result.json`` (or its absence) describes it."""
 
     name: str
-    status: str  # completed, failed or running
+    status: str  # completed, interrupted, failed or running
     overrides: list[str]
     best_val_loss: float | None = None
     val_bleu: float | None = None
@@ -140,7 +140,7 @@ def load_job(job_dir: Path) -> Job:
     result = read_result(job_dir) or {}
     status = result.get("status")
     error = result.get("error")
-    if status not in ("completed", "failed"):
+    if status not in ("completed", "failed", "interrupted"):
         if status == "running" and is_alive(result):
             status = "running"
         else:
@@ -253,7 +253,7 @@ def render(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
     """The report as Markdown, the jobs as CSV, and the seed statistics as CSV (or None)."""
     jobs = sorted(jobs, key=_rank)
     varying, common = varying_keys(jobs)
-    counts = {s: sum(j.status == s for j in jobs) for s in ("completed", "failed", "running")}
+    counts = {s: sum(j.status == s for j in jobs) for s in ("completed", "interrupted", "failed", "running")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     md = [f"# Sweep report: {sweep_dir}", "", f"{len(jobs)} jobs: {summary}. Sorted by best val/loss.", ""]
     if common:
@@ -293,9 +293,13 @@ def render(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
     csv_header = ["rank", "job", *varying, "best_val_loss", "val_bleu", "steps", "wall_time_s", "status"]
     jobs_csv = _csv([*csv_header, "overrides", "error"], csv_rows)
 
-    failed = [j for j in jobs if j.status == "failed"]
+    failed = [j for j in jobs if j.status in ("failed", "interrupted")]
     if failed:
-        md += ["## Failed jobs", ""] + [f"- `{_label(j, varying)}`: {j.error}" for j in failed] + [""]
+        md += (
+            ["## Failed jobs", ""]
+            + [f"- `{_label(j, varying)}` ({j.status}): {j.error}" for j in failed]
+            + [""]
+        )
 
     seeds_csv = None
     stats = seed_statistics(jobs)

@@ -1,0 +1,135 @@
+"""How a training run writes its checkpoints, so that a crash or an interrupt loses little.
+
+- :class:`AtomicCheckpointIO`: every checkpoint file is written beside its final name, then renamed
+  over it. ``kill -9`` in the middle of a save leaves the previous file whole.
+- :class:`LastCheckpoint`: ``checkpoints/last.ckpt`` always holds the newest state: every
+  ``every_n_train_steps`` steps, after every validation, when training ends, and on Ctrl-C or
+  SIGTERM.
+- :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
+  same dropout masks as an uninterrupted one.
+
+Reading checkpoints back is :mod:`nanogpt.checkpoint`'s job.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from nanogpt.files import write_atomically
+
+INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``torch.save`` checkpoints, written to a temporary file in the same folder and renamed.
+
+    Lightning's own writer goes through an fsspec transaction, which stages the file in the system's
+    temporary folder and copies it over: across filesystems a kill mid-copy truncates the target.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+class LastCheckpoint(Checkpoint):
+    """Keep ``<dirpath>/last.ckpt`` at the newest state of the run; see the module docstring.
+
+    Lightning's ``ModelCheckpoint`` writes its ``last.ckpt`` only together with a top-k save, and
+    cannot save both on a step cadence and at every validation. As a ``Checkpoint`` this runs after
+    ``ModelCheckpoint``, so the ``last.ckpt`` of a validation step knows that step's best model.
+
+    Args:
+        dirpath: the run's checkpoint folder.
+        every_n_train_steps: also save every this many optimizer steps (``null``: only at
+            validations, the end and interrupts); ``kill -9`` loses at most this many steps.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step: int | None = None
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or self._saved_step == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Only interrupts: after a crash or a non-finite loss the state may be broken, and the
+        # periodic last.ckpt is the one to resume from.
+        if isinstance(exception, INTERRUPTS):
+            # Lightning ignores further Ctrl-C while it shuts down; a second one should stop the save
+            # and exit at once (the rename never happens, so the previous last.ckpt stays whole).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._save(trainer)
+
+
+class RngState(Checkpoint):
+    """Save and restore torch's (CUDA's too), NumPy's and Python's global random generators.
+
+    The state is put back just before the first training step after a resume, not when the
+    checkpoint is loaded: Lightning draws from torch's generator when it opens the data loaders,
+    and the uninterrupted run had drawn that number before it saved. Under DDP the checkpoint holds
+    rank 0's generators, which every rank then continues from.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, gauss_next = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "python": [version, list(internal), gauss_next],
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,408 @@
+"""Numbers a researcher can trust: runs end validated, one step convention, the schedule follows the
+run, exact resume, interrupts and crashes that lose little, clear words about the hardware."""
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, open_dict
+
+from nanogpt.checkpoint import read_checkpoint
+from nanogpt.devices import check_trainer_fits_machine
+from nanogpt.train import train
+
+from .conftest import TINY, compose_train
+
+
+def metrics_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def steps_of(run: Path, key: str) -> list[int]:
+    return [int(r["step"]) for r in metrics_rows(run) if r.get(key)]
+
+
+def shaped(cfg: DictConfig, **values) -> DictConfig:
+    with open_dict(cfg):
+        for key, value in values.items():
+            group, name = key.split("__")
+            cfg[group][name] = value
+    return cfg
+
+
+# --- 1. every completed run ends validated, in optimizer steps ---
+
+
+@pytest.mark.parametrize(
+    "max_steps,interval,validated",
+    [(10, 20, [10]), (30, 20, [20, 30]), (40, 20, [20, 40])],
+    ids=["shorter than the interval", "not a multiple", "a multiple"],
+)
+def test_a_completed_run_always_ends_validated(cfg_tiny, max_steps, interval, validated):
+    cfg = shaped(cfg_tiny, trainer__max_steps=max_steps, trainer__val_check_interval=interval)
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert steps_of(run, "val/loss") == validated
+    assert isinstance(metrics["best_val_loss"], float)
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    result = json.loads((run / "result.json").read_text())
+    assert isinstance(result["best_val_loss"], float) and result["step"] == max_steps
+
+
+def test_val_check_interval_counts_optimizer_steps_under_accumulation(cfg_tiny):
+    cfg = shaped(
+        cfg_tiny, trainer__max_steps=10, trainer__val_check_interval=5, trainer__accumulate_grad_batches=4
+    )
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert metrics["step"] == 10
+    assert steps_of(run, "val/loss") == [5, 10]  # not every 5 micro-batches
+    assert steps_of(run, "train/loss") == list(range(1, 11))
+
+
+def test_every_file_and_logger_counts_steps_alike(cfg_tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = shaped(cfg_tiny, trainer__max_steps=20, trainer__val_check_interval=10)
+    with open_dict(cfg):
+        cfg.logger = compose_train(["logger=many"]).logger
+        cfg.callbacks.bleu.num_prompts = 2
+        cfg.callbacks.bleu.prompt_tokens = 8
+        cfg.callbacks.bleu.continuation_tokens = 8
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    csv_val = steps_of(run, "val/loss")
+    history = json.loads((run / "result.json").read_text())["history"]
+    samples = sorted(
+        {json.loads(line)["step"] for line in (run / "csv" / "samples.jsonl").read_text().splitlines()}
+    )
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    tb_val = [e.step for e in events.Scalars("val/loss")]
+    # the optimizer steps done, as the progress bar counts them: 10 and 20, never 9 and 19
+    assert csv_val == [s for s, _ in history["val/loss"]] == samples == tb_val == [10, 20]
+    assert steps_of(run, "train/loss")[0] == 1 and steps_of(run, "train/loss")[-1] == 20
+    assert [s for s, _ in history["train/loss"]] == steps_of(run, "train/loss")
+
+
+# --- 2. the schedule follows the run ---
+
+
+@pytest.mark.parametrize("max_steps", [10, 57, 500])
+@pytest.mark.parametrize("lr", [1e-3, 3e-3])
+def test_the_last_step_trains_at_lr_times_min_lr_ratio(max_steps, lr):
+    cfg = compose_train(
+        ["experiment=shakespeare_char_cpu", f"trainer.max_steps={max_steps}", f"optimizer.lr={lr}"]
+    )
+    with open_dict(cfg):
+        cfg.scheduler.warmup_steps = min(cfg.scheduler.warmup_steps, max_steps // 2)
+    assert cfg.scheduler.decay_steps == max_steps  # follows the run unless set
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    lrs = []
+    for _ in range(max_steps):  # the learning rate each optimizer step trains with
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[-1] == pytest.approx(lr * cfg.scheduler.min_lr_ratio, rel=1e-9)
+    decay = lrs[cfg.scheduler.warmup_steps :]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)) and decay[0] == pytest.approx(lr)
+
+
+# --- 3. exact resume, with dropout too ---
+
+
+def test_resume_with_dropout_is_bitwise_equal_to_an_uninterrupted_run(cfg_tiny, tmp_path):
+    cfg = shaped(cfg_tiny, model__dropout=0.1)
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+    straight = cfg.copy()
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    train(straight)
+
+    first = shaped(cfg.copy(), trainer__max_steps=20, scheduler__decay_steps=40)  # the 40-step schedule
+    with open_dict(first):
+        first.paths.output_dir = str(tmp_path / "first")
+    train(first)
+    second = cfg.copy()
+    with open_dict(second):
+        second.paths.output_dir = str(tmp_path / "second")
+        second.ckpt_path = str(tmp_path / "first")  # a run folder: its last.ckpt
+    train(second)
+
+    def losses(run: str) -> dict[str, str]:
+        return {r["step"]: r["train/loss"] for r in metrics_rows(tmp_path / run) if r.get("train/loss")}
+
+    resumed = {**losses("first"), **losses("second")}
+    assert list(resumed) == [str(s) for s in range(1, 41)]
+    assert resumed == losses("straight")  # the exact strings logged, step by step
+    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
+    b = read_checkpoint(tmp_path / "second" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ckpt_path_last_resumes_the_newest_run_of_the_experiment(cfg_tiny, tmp_path, caplog):
+    def run(folder: str, steps: int, ckpt_path: str | None = None) -> dict:
+        cfg = shaped(cfg_tiny.copy(), trainer__max_steps=steps, trainer__val_check_interval=10)
+        with open_dict(cfg):
+            cfg.name = "tiny"
+            cfg.paths.log_dir = str(tmp_path / "runs")
+            cfg.paths.output_dir = str(tmp_path / "runs" / "tiny" / folder)
+            cfg.callbacks.bleu = None
+            cfg.ckpt_path = ckpt_path
+        return train(cfg)
+
+    with pytest.raises(
+        FileNotFoundError, match=r"ckpt_path=last: no earlier run of name=tiny under .*train one"
+    ):
+        run("a", 10, "last")
+    run("b", 10)
+    with caplog.at_level(logging.INFO, logger="nanogpt.checkpoint"):
+        metrics = run("c", 20, "last")
+    assert (
+        "resuming the newest run of tiny" in caplog.text
+        and str(tmp_path / "runs" / "tiny" / "b") in caplog.text
+    )
+    assert metrics["step"] == 20
+    assert min(steps_of(tmp_path / "runs" / "tiny" / "c", "train/loss")) == 11  # continued from step 10
+
+
+# --- 4. interrupts and crashes lose at most a few steps ---
+
+
+def cli_args(tmp_path: Path, text_path: Path, *extra: str) -> list[str]:
+    return [
+        *TINY,
+        "trainer.max_steps=400",
+        "trainer.val_check_interval=100",
+        "callbacks.bleu=null",
+        "callbacks.last_checkpoint.every_n_train_steps=10",
+        f"data.path={text_path}",
+        "name=sig",
+        "paths.root_dir=.",
+        *extra,
+    ]
+
+
+def start(command: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``command`` with its output in ``cwd/stdout.txt`` and ``cwd/stderr.txt``: a pipe nobody
+    reads fills up and blocks the child, and Lightning's progress bar writes to stdout without newlines."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with (cwd / "stdout.txt").open("w") as stdout, (cwd / "stderr.txt").open("w") as stderr:
+        # a shell may start background jobs with SIGINT ignored; the child must see Ctrl-C as a user's would
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def stderr_of(cwd: Path) -> str:
+    return (cwd / "stderr.txt").read_text()
+
+
+def wait_for_output(proc: subprocess.Popen, cwd: Path, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (cwd / "stdout.txt").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, f"never printed {text!r}"
+        time.sleep(0.1)
+
+
+def wait_for_last_ckpt(tmp_path: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list((tmp_path / "runs" / "sig").glob("*/checkpoints/last.ckpt"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, stderr_of(tmp_path)[-3000:]
+        assert time.monotonic() < deadline, "no last.ckpt appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_saves_its_step_and_says_how_to_resume(tmp_path, text_path, signum):
+    proc = start(
+        [str(Path(sys.executable).with_name("nanogpt-train")), *cli_args(tmp_path, text_path)], tmp_path
+    )
+    wait_for_last_ckpt(tmp_path, proc)
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    stderr = stderr_of(tmp_path)
+    assert proc.returncode == (1 if signum == signal.SIGINT else 128 + signal.SIGTERM)
+    (run,) = (tmp_path / "runs" / "sig").iterdir()
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "interrupted" and 0 < result["step"] < 400
+    step = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert step == result["step"]  # the checkpoint holds the step the run stopped at
+    assert "Resume with:" in stderr
+    command = stderr.split("Resume with:")[1].strip().splitlines()[0].split()
+    assert command[0] == "nanogpt-train" and command[-1] == f"ckpt_path={run}"
+
+    resumed = subprocess.run(
+        [str(Path(sys.executable).with_name("nanogpt-train")), *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (second,) = [p for p in (tmp_path / "runs" / "sig").iterdir() if p != run]
+    final = json.loads((second / "result.json").read_text())
+    assert final["status"] == "completed" and final["step"] == 400
+    assert min(steps_of(second, "train/loss")) == step + 1
+
+
+SLOW_SAVE = """
+import sys, time, torch
+real_save, saves = torch.save, []
+def slow_save(obj, f, *args, **kwargs):
+    saves.append(obj["global_step"])
+    real_save(obj, f, *args, **kwargs)
+    if len(saves) == 2:  # the second save: stop half-way, as a kill would find it
+        f.write(b"partial")
+        print("SAVING", flush=True)
+        time.sleep(600)
+torch.save = slow_save
+from nanogpt.train import main
+sys.argv = ["nanogpt-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, text_path):
+    proc = start([sys.executable, "-c", SLOW_SAVE, *cli_args(tmp_path, text_path)], tmp_path)
+    wait_for_output(proc, tmp_path, "SAVING")
+    proc.kill()
+    proc.wait()
+    (run,) = (tmp_path / "runs" / "sig").iterdir()
+    # the first checkpoint, at step 10, is whole; the second never replaced it
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    assert json.loads((run / "result.json").read_text())["status"] == "running"  # a report says failed
+
+
+SLOW_INTERRUPT_SAVE = """
+import inspect, sys, time, torch
+real_save = torch.save
+def slow_save(obj, f, *args, **kwargs):
+    real_save(obj, f, *args, **kwargs)
+    if any(frame.function == "on_exception" for frame in inspect.stack()):  # the save after Ctrl-C
+        print("SAVING", flush=True)
+        time.sleep(600)
+torch.save = slow_save
+from nanogpt.train import main
+sys.argv = ["nanogpt-train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path, text_path):
+    proc = start([sys.executable, "-c", SLOW_INTERRUPT_SAVE, *cli_args(tmp_path, text_path)], tmp_path)
+    last = wait_for_last_ckpt(tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for_output(proc, tmp_path, "SAVING")
+    before = read_checkpoint(last)["global_step"]  # still the periodic save
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)  # at once, not after the 600 s save
+    assert proc.returncode != 0
+    assert read_checkpoint(last)["global_step"] == before  # whole, and never replaced
+    assert not list(last.parent.glob(".*.tmp"))  # the half-written file was removed
+    assert json.loads((last.parents[1] / "result.json").read_text())["status"] == "interrupted"
+
+
+def test_a_truncated_checkpoint_names_a_loadable_one_of_the_same_run(cfg_tiny, tmp_path):
+    train(cfg_tiny)
+    ckpts = Path(cfg_tiny.paths.output_dir) / "checkpoints"
+    data = (ckpts / "last.ckpt").read_bytes()
+    (ckpts / "last.ckpt").write_bytes(data[: len(data) // 3])  # as a full disk would leave it
+    resume = cfg_tiny.copy()
+    with open_dict(resume):
+        resume.paths.output_dir = str(tmp_path / "resume")
+        resume.ckpt_path = str(ckpts.parent)
+    with pytest.raises(
+        ValueError, match=r"last.ckpt is not a readable checkpoint.*best.ckpt of the same folder loads"
+    ):
+        train(resume)
+
+
+class PoisonAt(Callback):
+    """Turn the weights to NaN just before optimizer step ``step`` (1-based) trains."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
+    ) -> None:
+        if trainer.global_step + 1 == self.step:
+            with torch.no_grad():
+                pl_module.model.lm_head.weight.fill_(float("nan"))
+
+
+def test_a_nan_loss_stops_the_run_at_that_step_and_keeps_the_good_checkpoints(cfg_tiny):
+    cfg = shaped(cfg_tiny, trainer__max_steps=40, trainer__val_check_interval=10)
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+        cfg.callbacks.poison = {"_target_": "tests.test_loop.PoisonAt", "step": 15}
+    with pytest.raises(
+        FloatingPointError, match=r"train/loss is nan at step 15.*last good checkpoint is .*ckpt"
+    ):
+        train(cfg)
+    run = Path(cfg.paths.output_dir)
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "failed" and "at step 15" in result["error"] and result["step"] == 15
+    for name in ("best.ckpt", "last.ckpt"):  # saved at step 10, before the NaN; never replaced by it
+        ckpt = read_checkpoint(run / "checkpoints" / name)
+        assert ckpt["global_step"] == 10
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+# --- 6. clear words about the hardware ---
+
+
+def test_the_gpu_recipe_on_a_machine_without_cuda_names_the_cpu_recipe(cfg_tiny, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train(["experiment=shakespeare_char"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg_tiny.paths.output_dir
+        cfg.data.data_dir = cfg_tiny.data.data_dir
+        cfg.data.path = cfg_tiny.data.path
+    with pytest.raises(
+        ValueError, match=r"trains on a GPU.*no CUDA.*experiment=shakespeare_char_cpu.*trainer=cpu"
+    ):
+        train(cfg)
+    assert not Path(cfg.data.data_dir).exists()  # refused before any data work
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):
+    trainer = compose_train(["trainer=cpu", "trainer.precision=bf16-mixed"]).trainer
+    monkeypatch.setattr("nanogpt.devices.cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="nanogpt.devices"):
+        check_trainer_fits_machine(trainer)
+    assert "about 7x slower than float32" in caplog.text and "trainer.precision=32-true" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr("nanogpt.devices.cpu_has_native_bf16", lambda: True)
+    check_trainer_fits_machine(trainer)
+    assert caplog.text == ""
