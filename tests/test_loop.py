@@ -273,13 +273,15 @@ def test_an_interrupted_run_saves_its_step_and_says_how_to_resume(tmp_path, text
     assert min(steps_of(second, "train/loss")) == step + 1
 
 
-SLOW_SAVE = """
-import sys, time, torch
+def slowed_training(when: str) -> str:
+    """A ``nanogpt-train`` whose ``torch.save`` stalls for 10 minutes, half-written, once ``when`` holds."""
+    return f"""
+import inspect, sys, time, torch
 real_save, saves = torch.save, []
 def slow_save(obj, f, *args, **kwargs):
     saves.append(obj["global_step"])
     real_save(obj, f, *args, **kwargs)
-    if len(saves) == 2:  # the second save: stop half-way, as a kill would find it
+    if {when}:
         f.write(b"partial")
         print("SAVING", flush=True)
         time.sleep(600)
@@ -292,7 +294,8 @@ main()
 
 @pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, text_path):
-    proc = start([sys.executable, "-c", SLOW_SAVE, *cli_args(tmp_path, text_path)], tmp_path)
+    second_save = slowed_training("len(saves) == 2")
+    proc = start([sys.executable, "-c", second_save, *cli_args(tmp_path, text_path)], tmp_path)
     wait_for_output(proc, tmp_path, "SAVING")
     proc.kill()
     proc.wait()
@@ -302,24 +305,10 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
     assert json.loads((run / "result.json").read_text())["status"] == "running"  # a report says failed
 
 
-SLOW_INTERRUPT_SAVE = """
-import inspect, sys, time, torch
-real_save = torch.save
-def slow_save(obj, f, *args, **kwargs):
-    real_save(obj, f, *args, **kwargs)
-    if any(frame.function == "on_exception" for frame in inspect.stack()):  # the save after Ctrl-C
-        print("SAVING", flush=True)
-        time.sleep(600)
-torch.save = slow_save
-from nanogpt.train import main
-sys.argv = ["nanogpt-train", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path, text_path):
-    proc = start([sys.executable, "-c", SLOW_INTERRUPT_SAVE, *cli_args(tmp_path, text_path)], tmp_path)
+    interrupt_save = slowed_training('any(frame.function == "on_exception" for frame in inspect.stack())')
+    proc = start([sys.executable, "-c", interrupt_save, *cli_args(tmp_path, text_path)], tmp_path)
     last = wait_for_last_ckpt(tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     wait_for_output(proc, tmp_path, "SAVING")
