@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import write_atomically
@@ -93,7 +93,7 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
 
-class RngState(Checkpoint):
+class RngState(Callback):
     """Save and restore torch's (CUDA's too), NumPy's and Python's global random generators.
 
     The state is put back just before the first training step after a resume, not when the

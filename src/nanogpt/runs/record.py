@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from nanogpt.checkpoint import CHECKPOINT_DIR
 from nanogpt.files import write_atomically
 from nanogpt.runs import RESULT_FILE
 from nanogpt.runs.curves import LossCurves
@@ -115,13 +116,13 @@ class RunRecord:
 
     @rank_zero_only
     def _say_how_to_resume(self) -> None:
-        if not (self.run_dir / "checkpoints" / "last.ckpt").is_file():
+        last = self.run_dir / CHECKPOINT_DIR / "last.ckpt"
+        if not last.is_file():
             return
         overrides = [o for o in self.result["overrides"] if not o.startswith(("ckpt_path=", "+ckpt_path="))]
         command = shlex.join(["nanogpt-train", *overrides, f"ckpt_path={self.run_dir}"])
         print(
-            f"\nInterrupted at step {self.result.get('step')}; {self.run_dir}/checkpoints/last.ckpt holds "
-            f"it. Resume with:\n  {command}",
+            f"\nInterrupted at step {self.result.get('step')}; {last} holds it. Resume with:\n  {command}",
             file=sys.stderr,
             flush=True,
         )
