@@ -273,10 +273,23 @@ def test_an_interrupted_run_saves_its_step_and_says_how_to_resume(tmp_path, text
     assert min(steps_of(second, "train/loss")) == step + 1
 
 
-def slowed_training(when: str) -> str:
-    """A ``nanogpt-train`` whose ``torch.save`` stalls for 10 minutes, half-written, once ``when`` holds."""
+def slowed_training(when: str, ctrl_c_at: int | None = None) -> str:
+    """A ``nanogpt-train`` whose ``torch.save`` stalls for 10 minutes, half-written, once ``when`` holds.
+
+    With ``ctrl_c_at`` it sends itself Ctrl-C after that step, which must be one no save falls on.
+    """
+    ctrl_c = f"""
+from nanogpt.runs.checkpoints import LastCheckpoint
+hook = LastCheckpoint.on_train_batch_end
+def interrupting(self, trainer, *args):
+    hook(self, trainer, *args)
+    if trainer.global_step == {ctrl_c_at}:
+        os.kill(os.getpid(), signal.SIGINT)
+LastCheckpoint.on_train_batch_end = interrupting
+"""
     return f"""
-import inspect, sys, time, torch
+import inspect, os, signal, sys, time, torch
+{ctrl_c if ctrl_c_at else ""}
 real_save, saves = torch.save, []
 def slow_save(obj, f, *args, **kwargs):
     saves.append(obj["global_step"])
@@ -307,12 +320,16 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
 
 @pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path, text_path):
-    interrupt_save = slowed_training('any(frame.function == "on_exception" for frame in inspect.stack())')
+    # the first Ctrl-C comes from the run itself after step 15, so it never falls on a step that a
+    # periodic save (every 10) has just saved, where there would be nothing left to save
+    interrupt_save = slowed_training(
+        'any(frame.function == "on_exception" for frame in inspect.stack())', ctrl_c_at=15
+    )
     proc = start([sys.executable, "-c", interrupt_save, *cli_args(tmp_path, text_path)], tmp_path)
-    last = wait_for_last_ckpt(tmp_path, proc)
-    proc.send_signal(signal.SIGINT)
     wait_for_output(proc, tmp_path, "SAVING")
-    before = read_checkpoint(last)["global_step"]  # still the periodic save
+    (last,) = (tmp_path / "runs" / "sig").glob("*/checkpoints/last.ckpt")
+    before = read_checkpoint(last)["global_step"]
+    assert before == 10  # the periodic save; the interrupt's save of step 15 is stalled
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)  # at once, not after the 600 s save
     assert proc.returncode != 0

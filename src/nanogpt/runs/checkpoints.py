@@ -4,7 +4,7 @@
   over it. ``kill -9`` in the middle of a save leaves the previous file whole.
 - :class:`LastCheckpoint`: ``checkpoints/last.ckpt`` always holds the newest state: every
   ``every_n_train_steps`` steps, after every validation, when training ends, and on Ctrl-C or
-  SIGTERM.
+  SIGTERM, both of which stop at the end of the current step.
 - :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
   same dropout masks as an uninterrupted one.
 
@@ -62,6 +62,30 @@ class LastCheckpoint(Checkpoint):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
+        self._ctrl_c = False
+        self._at_once = False  # a second Ctrl-C: the step may be half done, so nothing is saved
+        self._previous_handler: Any = None
+
+    def _on_ctrl_c(self, signum: int, frame: Any) -> None:
+        # The first Ctrl-C stops at the end of the current step, as Lightning does with SIGTERM: a
+        # KeyboardInterrupt in the middle of a step (after the optimizer stepped, before Lightning
+        # counted the batch) would save a state that resumes inconsistently. A second one exits now.
+        if self._ctrl_c:
+            self._at_once = True
+            raise KeyboardInterrupt
+        self._ctrl_c = True
+        print("\nCtrl-C: stopping at the end of this step (press again to stop at once)", flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        try:
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+        except ValueError:  # not the main thread: leave Ctrl-C to Python
+            self._previous_handler = None
+
+    def _restore_ctrl_c(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking or self._saved_step == trainer.global_step:
@@ -74,11 +98,14 @@ class LastCheckpoint(Checkpoint):
     ) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer)
+        if self._ctrl_c:
+            raise KeyboardInterrupt  # at a step boundary; Lightning's shutdown calls on_exception
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_ctrl_c()
         self._save(trainer)
 
     def on_exception(
@@ -86,7 +113,8 @@ class LastCheckpoint(Checkpoint):
     ) -> None:
         # Only interrupts: after a crash or a non-finite loss the state may be broken, and the
         # periodic last.ckpt is the one to resume from.
-        if isinstance(exception, INTERRUPTS):
+        self._restore_ctrl_c()
+        if isinstance(exception, INTERRUPTS) and not self._at_once:
             # Lightning ignores further Ctrl-C while it shuts down; a second one should stop the save
             # and exit at once (the rename never happens, so the previous last.ckpt stays whole).
             signal.signal(signal.SIGINT, signal.default_int_handler)
