@@ -56,9 +56,11 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
     # the optimizer nanogpt-train builds: the optimizer group's AdamW over the model's parameter groups
     optimizer = model.configure_optimizers(instantiate(o), o.weight_decay, "cpu")
-    data_dir = Path(d.data_dir)
-    train_batches = iter(TrainWindows(data_dir / "train.bin", d.block_size, d.batch_size, cfg.seed))
-    val = EvalWindows(data_dir / "val.bin", d.block_size, d.batch_size, d.eval_batches)
+    corpus_dir, dtype = Path(meta["corpus_dir"]), meta["dtype"]
+    train_batches = iter(
+        TrainWindows(corpus_dir / "train.bin", d.block_size, d.batch_size, cfg.seed, dtype=dtype)
+    )
+    val = EvalWindows(corpus_dir / "val.bin", d.block_size, d.batch_size, d.eval_batches, dtype=dtype)
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -105,19 +107,21 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     """Mean cross-entropy over every token of the val split, in non-overlapping windows."""
     import torch
 
-    from nanogpt.data import EvalWindows
-    from nanogpt.data.prepare import read_meta
+    from nanogpt.data import EvalWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
 
     cfg = compose(overrides)
-    meta = read_meta(cfg.data.data_dir)
+    d = cfg.data
+    # the runs prepared this text already, so this only finds and checks its folder
+    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
     fields = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
     model.load_state_dict(state_dict)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for x, y in EvalWindows(Path(cfg.data.data_dir) / "val.bin", cfg.data.block_size, 64, None):
+        val = Path(meta["corpus_dir"]) / "val.bin"
+        for x, y in EvalWindows(val, cfg.data.block_size, 64, None, dtype=meta["dtype"]):
             _, loss = model(x, y)
             total += loss.item() * y.numel()
             count += y.numel()

@@ -12,6 +12,7 @@ from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer
+from nanogpt.data.prepare import find_corpus
 from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu, split_tokens
 from nanogpt.metrics.bleu_callback import BleuCallback
 from nanogpt.metrics.chrf import corpus_chrf, sentence_chrf
@@ -142,7 +143,7 @@ def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(tmp_path, t
     # every second evaluation: the 1st of 2 (steps as metrics.csv counts them: optimizer steps taken)
     assert [s for s, _ in bleu] == [s for s, _ in chrf] == [20]
 
-    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    meta = find_corpus(cfg.data.data_dir, cfg.data.path)
     loss, bpc = dict(column(rows, "val/loss")), dict(column(rows, "val/bpc"))
     assert set(bpc) == {20, 40}
     # a char model has one token per character, so its bits per character are its loss in bits
@@ -193,7 +194,10 @@ def test_bleu_and_chrf_rise_as_a_tiny_model_learns_the_fixture_text(cfg_tiny):
     model, tokenizer, _ = load_checkpoint(run / "checkpoints" / "last.ckpt", "cpu")
     torch.manual_seed(0)
     untrained = evaluate_bleu(
-        GPT(model.config), tokenizer, split_tokens(cfg_tiny.data.data_dir), BleuSettings()
+        GPT(model.config),
+        tokenizer,
+        split_tokens(find_corpus(cfg_tiny.data.data_dir, cfg_tiny.data.path)["corpus_dir"]),
+        BleuSettings(),
     )
     assert bleu[-1][1] > untrained.bleu + 0.2 and chrf[-1][1] > untrained.chrf + 5.0
 

@@ -169,7 +169,8 @@ def test_eval_prints_a_table_and_writes_json_beside_the_checkpoint(run_dir):
     assert "|tok:13a|smooth:exp|" in saved["bleu_signature"]
     assert "|nc:6|nw:0|space:no|" in saved["chrf_signature"]
     assert saved["ppl"] == pytest.approx(torch.tensor(result["loss"]).exp().item(), rel=1e-5)
-    meta = json.loads((run_dir.parent / "data" / "meta.json").read_text())
+    (meta_path,) = (run_dir.parent / "data").glob("*/meta.json")  # the one prepared text
+    meta = json.loads(meta_path.read_text())
     # every window of the val split is scored once
     assert saved["val_tokens_scored"] == (meta["val_tokens"] - 1) // 32 * 32
     assert saved["bpc"] > 0

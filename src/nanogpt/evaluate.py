@@ -51,12 +51,12 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     # the data group's corpus options; the model decides the window length
     d = cfg.data
     meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
-    data_dir = Path(d.data_dir)
+    corpus_dir = Path(meta["corpus_dir"])
     if meta["tokenizer"] != hparams["tokenizer"]:
         data_kind, ckpt_kind = meta["tokenizer"]["kind"], hparams["tokenizer"]["kind"]
         raise ValueError(
             f"ckpt_path={path} was trained with another vocabulary ({ckpt_kind}, "
-            f"{tokenizer.vocab_size} tokens) than data={data_dir} ({data_kind}, "
+            f"{tokenizer.vocab_size} tokens) than data={corpus_dir} ({data_kind}, "
             f"{meta['tokenizer']['vocab_size']} tokens); pass the data the model was trained on, "
             f"e.g. data=shakespeare_{'gpt2' if ckpt_kind == 'gpt2' else 'char'}"
         )
@@ -64,8 +64,9 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     check_split_fits(meta, "val", block_size)
 
     # non-overlapping windows over the whole split: every token after the first is scored once
-    loss, n_tokens = val_loss(model, EvalWindows(data_dir / "val.bin", block_size, batch_size, None))
-    scores = evaluate_bleu(model, tokenizer, split_tokens(data_dir), bleu)
+    windows = EvalWindows(corpus_dir / "val.bin", block_size, batch_size, None, dtype=meta["dtype"])
+    loss, n_tokens = val_loss(model, windows)
+    scores = evaluate_bleu(model, tokenizer, split_tokens(corpus_dir), bleu)
     result = {
         "ckpt_path": str(path),
         "val_tokens_scored": n_tokens,

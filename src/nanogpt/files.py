@@ -1,17 +1,22 @@
 """Files that are written whole or not at all.
 
-Every file nanogpt writes for someone else to read (token files, ``meta.json``, ``result.json``,
+Every file nanogpt writes for someone else to read (checkpoints, ``meta.json``, ``result.json``,
 reports, plots) goes through :func:`write_atomically`: a reader, or a crash mid-write, never sees
-half a file.
+half a file. A process killed mid-write (``kill -9``) leaves its temporary file behind, named with
+its host and pid, so :func:`remove_stale_temps` can later tell it from a write still going on.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+_TEMP = re.compile(r"^\..+\.pid(\d+)\.(.+)\.tmp$")
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str | Callable[[IO[bytes]], None]) -> Path:
@@ -19,11 +24,12 @@ def write_atomically(path: str | os.PathLike, data: bytes | str | Callable[[IO[b
 
     ``data`` is bytes, text (written as UTF-8), or a function that writes into the open binary file
     (e.g. ``lambda f: figure.savefig(f, format="png")``). The temporary file sits in the same folder,
-    so the rename is atomic, and it is removed when writing fails.
+    so the rename is atomic, and it is removed when writing fails (a full disk too).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    suffix = f".pid{os.getpid()}.{socket.gethostname()}.tmp"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -35,3 +41,29 @@ def write_atomically(path: str | os.PathLike, data: bytes | str | Callable[[IO[b
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files in ``folder`` left by killed writers on this host; return them.
+
+    Temporaries of live processes, and of other hosts sharing the disk, are left alone.
+    """
+    removed = []
+    host = socket.gethostname()
+    for path in Path(folder).glob(".*.tmp"):
+        match = _TEMP.match(path.name)
+        if match and match[2] == host and not pid_alive(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -1,10 +1,11 @@
 """Text in, token windows out.
 
-``tokenizer`` (text <-> ids) -> ``prepare`` (text file -> token memmaps, once) -> ``windows``
-(memmaps -> batches) -> ``datamodule`` (the LightningDataModule that serves them).
+``tokenizer`` (text <-> ids) -> ``prepare`` (text file -> a folder of token memmaps named by the
+text's md5 and the tokenizer, built once) -> ``windows`` (memmaps -> batches) -> ``datamodule``
+(the LightningDataModule that serves them).
 """
 
-from nanogpt.data.prepare import prepare_corpus
+from nanogpt.data.prepare import find_corpus, prepare_corpus
 from nanogpt.data.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, tokenizer_from_meta
 from nanogpt.data.windows import EvalWindows, TrainWindows
 
@@ -15,6 +16,7 @@ __all__ = [
     "TextDataModule",
     "Tokenizer",
     "TrainWindows",
+    "find_corpus",
     "prepare_corpus",
     "tokenizer_from_meta",
 ]

@@ -1,4 +1,4 @@
-"""The LightningDataModule: prepares a corpus folder once, then streams token windows from it."""
+"""The LightningDataModule: prepares a text's token folder once, then streams token windows from it."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
-from nanogpt.data.prepare import prepare_corpus, read_meta
+from nanogpt.data.prepare import find_corpus, prepare_corpus
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.data.windows import EvalWindows, TrainWindows, check_split_fits
 from nanogpt.options import positive_int
 
 
 class TextDataModule(L.LightningDataModule):
-    """A text corpus as token windows: prepares ``data_dir`` once, then streams from it.
+    """A text corpus as token windows: prepares its folder under ``data_dir`` once, then streams from it.
+
+    The prepared folder, ``corpus_dir``, is named by the text's md5, the tokenizer and ``val_fraction``
+    (see :mod:`nanogpt.data.prepare`), so runs on different texts never share token files.
 
     Args:
-        data_dir: folder holding ``input.txt`` (or a download of it), the token files and meta.json.
+        data_dir: folder holding ``input.txt`` (or a download of it) and one prepared folder per text.
         path: the text to train on; defaults to ``data_dir/input.txt``.
         url, md5: where to download ``input.txt`` from when it is missing, and its checksum.
         tokenizer: ``char`` or ``gpt2``.
@@ -71,12 +74,16 @@ class TextDataModule(L.LightningDataModule):
 
     @property
     def meta(self) -> dict:
+        """The prepared folder's checked ``meta.json``, plus ``corpus_dir``."""
         if self._meta is None:
-            # another process (e.g. DDP rank 0) prepared the folder
-            self._meta = read_meta(self.data_dir)
-            if self._meta is None:
-                raise RuntimeError(f"{self.data_dir} is not prepared; call prepare_data() first")
+            # Another process (DDP local rank 0) prepared the folder: find it by the text's md5.
+            self._meta = find_corpus(self.data_dir, self.path, self.tokenizer_kind, self.val_fraction)
         return self._meta
+
+    @property
+    def corpus_dir(self) -> Path:
+        """The prepared folder: ``train.bin``, ``val.bin`` and ``meta.json`` of this text."""
+        return Path(self.meta["corpus_dir"])
 
     @property
     def vocab_size(self) -> int:
@@ -113,14 +120,26 @@ class TextDataModule(L.LightningDataModule):
             start = self.trainer.global_step * self.trainer.accumulate_grad_batches
         return self._loader(
             TrainWindows(
-                self.data_dir / "train.bin", self.block_size, self.batch_size, self.seed, rank, start
+                self.corpus_dir / "train.bin",
+                self.block_size,
+                self.batch_size,
+                self.seed,
+                rank,
+                start,
+                dtype=self.meta["dtype"],
             )
         )
 
     def eval_dataset(self, split: str = "val", num_batches: int | None = None) -> EvalWindows:
         rank, world = self._rank()
         return EvalWindows(
-            self.data_dir / f"{split}.bin", self.block_size, self.batch_size, num_batches, rank, world
+            self.corpus_dir / f"{split}.bin",
+            self.block_size,
+            self.batch_size,
+            num_batches,
+            rank,
+            world,
+            dtype=self.meta["dtype"],
         )
 
     def val_dataloader(self) -> DataLoader:

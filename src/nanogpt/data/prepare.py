@@ -1,32 +1,48 @@
-"""Turn one text file into token memmaps, once.
+"""Turn one text file into token memmaps, once per text and tokenizer.
 
-Everything for a corpus lives in one folder (``data_dir``)::
+``data_dir`` holds one prepared folder per (tokenizer, text, val fraction), named by them::
 
-    input.txt    the raw text (downloaded here when ``url`` is set and no ``path`` is given)
-    train.bin    token ids of the first 90%, a flat little-endian uint16 array
-    val.bin      token ids of the last 10%
-    meta.json    tokenizer, split sizes and the source's checksum
+    input.txt                        the default text (downloaded here when ``url`` is set and no
+                                     ``path`` is given)
+    char-6fb458f12320-val0.1-v2/     <tokenizer>-<md5 of the text, 12 hex>-val<fraction>-v<format>
+    ├── train.bin                    token ids of the first 90% of the characters, a flat uint16 array
+    ├── val.bin                      ... of the last 10% (uint32 when the vocabulary outgrows uint16)
+    └── meta.json                    tokenizer, dtype, split sizes and the text's full md5
+    .preparing-<name>.<random>.pid<pid>.<host>/   a preparation under way (or killed)
 
-``meta.json`` is written last and names the source's md5, so a folder is either complete and
-current or prepared again; an interrupted run never leaves files that look finished.
+A prepared folder is immutable: it is built under a temporary name and renamed into place whole,
+so two texts never share one, a run never sees another preparation's files, and of two processes
+preparing the same text the second to finish discards its own copy. A folder left by a killed
+preparation keeps its temporary name, so it is never used, and the next preparation deletes it
+once its owner is dead. Before a folder is used, its token files are checked against meta.json.
+
+Preparation streams: the text is read in chunks, and tokens are appended chunk by chunk, so memory
+stays flat however large the text.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
+import re
+import secrets
+import shutil
+import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from nanogpt.data.tokenizer import build_tokenizer
-from nanogpt.files import write_atomically
+from nanogpt.data.tokenizer import TOKENIZERS, build_tokenizer
+from nanogpt.files import pid_alive, write_atomically
 
-FORMAT_VERSION = 1
-TOKEN_DTYPE = np.uint16  # holds both the char vocab and GPT-2's 50257 tokens
+FORMAT_VERSION = 2  # 2: one folder per text, named by its md5; uint32 tokens when uint16 is too small
+CHUNK_BYTES = 1 << 20  # how much text is read, decoded and encoded at a time
+_PREPARING = re.compile(r"^\.preparing-.+\.pid(\d+)\.(.+)$")
 
 
 def _md5(data: bytes) -> str:
@@ -52,7 +68,8 @@ def download(url: str, dest: Path, md5: str | None, timeout: float = 30.0) -> No
     write_atomically(dest, data)
 
 
-def _resolve_source(data_dir: Path, path: str | os.PathLike | None, url: str | None, md5: str | None) -> Path:
+def _source(data_dir: Path, path: str | os.PathLike | None, url: str | None, md5: str | None) -> Path:
+    """The text to prepare; downloads ``data_dir/input.txt`` when it is the text and ``url`` is set."""
     if path is not None:
         source = Path(path).expanduser()
         if not source.is_file():
@@ -72,11 +89,119 @@ def _resolve_source(data_dir: Path, path: str | os.PathLike | None, url: str | N
     return source
 
 
-def read_meta(data_dir: str | os.PathLike) -> dict | None:
-    meta_path = Path(data_dir) / "meta.json"
-    if not meta_path.is_file():
-        return None
-    return json.loads(meta_path.read_text())
+def _chunks(source: Path, digest: hashlib._Hash | None = None) -> Iterator[str]:
+    """The text of ``source`` in pieces of about ``CHUNK_BYTES``, as ``bytes.decode`` reads it (no newline
+    translation); feeds the raw bytes to ``digest`` on the way."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with source.open("rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            if digest is not None:
+                digest.update(block)
+            yield decoder.decode(block)
+    yield decoder.decode(b"", final=True)
+
+
+def _file_md5(source: Path) -> str:
+    digest = hashlib.md5()
+    with source.open("rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_name(tokenizer: str, source_md5: str, val_fraction: float) -> str:
+    """The prepared folder's name: what decides its contents, readable at a glance."""
+    return f"{tokenizer}-{source_md5[:12]}-val{float(val_fraction)!r}-v{FORMAT_VERSION}"
+
+
+def _check_options(tokenizer: str, val_fraction: float) -> None:
+    if tokenizer not in TOKENIZERS:  # also keeps the folder name a plain name
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; use data.tokenizer=char or data.tokenizer=gpt2")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+
+
+def _mismatch(folder: Path, meta: dict) -> str | None:
+    """What is wrong with a prepared folder's token files by its ``meta.json``, if anything."""
+    if meta["format_version"] != FORMAT_VERSION:
+        return f"format {meta['format_version']}; this nanogpt reads format {FORMAT_VERSION}"
+    if meta["dtype"] not in ("uint16", "uint32"):
+        return f"meta.json names the token dtype {meta['dtype']!r}"
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split in ("train", "val"):
+        size, n = (folder / f"{split}.bin").stat().st_size, meta[f"{split}_tokens"]
+        if size != n * itemsize:
+            return (
+                f"{split}.bin holds {size:,} bytes, but meta.json counts {n:,} {meta['dtype']} tokens "
+                f"= {n * itemsize:,} bytes"
+            )
+    return None
+
+
+def read_meta(corpus_dir: str | os.PathLike) -> dict:
+    """A prepared folder's ``meta.json`` plus ``corpus_dir`` (where it lives), once its token files
+    are checked against it; a damaged folder raises ``ValueError`` naming the folder to delete."""
+    folder = Path(corpus_dir)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        problem = _mismatch(folder, meta)
+    except (OSError, ValueError, KeyError, TypeError) as err:  # missing files, bad JSON, missing keys
+        problem = f"{type(err).__name__}: {err}"
+    if problem is not None:
+        raise ValueError(
+            f"the prepared corpus {folder} is damaged ({problem}); delete the folder {folder} "
+            "and run again to prepare it afresh"
+        )
+    return {**meta, "corpus_dir": str(folder)}
+
+
+def _checked(folder: Path, source_md5: str) -> dict:
+    meta = read_meta(folder)
+    if meta["source_md5"] != source_md5:  # two texts whose md5s share the 12 hex digits of the name
+        raise ValueError(
+            f"{folder} holds another text (md5 {meta['source_md5']}, not {source_md5}); "
+            f"delete the folder {folder} and run again"
+        )
+    return meta
+
+
+def remove_dead_preparations(data_dir: str | os.PathLike) -> list[Path]:
+    """Delete the ``.preparing-*`` folders of killed preparations on this host; return them.
+
+    Those of live processes, and of other hosts sharing the disk, are left alone.
+    """
+    removed, host = [], socket.gethostname()
+    for path in Path(data_dir).glob(".preparing-*"):
+        match = _PREPARING.match(path.name)
+        if match and match[2] == host and not pid_alive(int(match[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def find_corpus(
+    data_dir: str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    tokenizer: str = "char",
+    val_fraction: float = 0.1,
+) -> dict:
+    """The metadata of an already prepared text, found by its checksum; builds and downloads nothing.
+
+    For processes that must use the folder another one prepared (DDP ranks other than local rank 0).
+    """
+    _check_options(tokenizer, val_fraction)
+    data_dir = Path(data_dir)
+    source = Path(path).expanduser() if path is not None else data_dir / "input.txt"
+    if not source.is_file():
+        raise FileNotFoundError(f"no text at {source}; call prepare_data() (or prepare_corpus) first")
+    source_md5 = _file_md5(source)
+    folder = data_dir / corpus_name(tokenizer, source_md5, val_fraction)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{source} is not prepared: no folder {folder}. Call prepare_data() first; under DDP local "
+            "rank 0 prepares it, so every rank on a machine must see the same data.data_dir"
+        )
+    return _checked(folder, source_md5)
 
 
 def prepare_corpus(
@@ -87,56 +212,115 @@ def prepare_corpus(
     tokenizer: str = "char",
     val_fraction: float = 0.1,
 ) -> dict:
-    """Make sure ``data_dir`` holds current token files for the text; return its metadata.
+    """Make sure ``data_dir`` holds the prepared folder of the text; return its checked metadata.
 
     The text is ``path`` when given, else ``data_dir/input.txt``, downloaded from ``url`` (and
-    checked against ``md5``) when missing. Work is skipped when the folder is already current.
+    checked against ``md5``) when missing. ``meta["corpus_dir"]`` is the prepared folder; it is
+    built only when missing, and safe to build from several processes at once.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+    _check_options(tokenizer, val_fraction)
     data_dir = Path(data_dir)
-    source = _resolve_source(data_dir, path, url, md5)
-    raw = source.read_bytes()
-    if not raw.strip():
-        raise ValueError(f"the text file {source} is empty; fill it or pass data.path=/path/to/input.txt")
-    source_md5 = _md5(raw)
+    source = _source(data_dir, path, url, md5)
+    source_md5 = _file_md5(source)
+    folder = data_dir / corpus_name(tokenizer, source_md5, val_fraction)
+    remove_dead_preparations(data_dir)
+    if not folder.is_dir():
+        _build(source, source_md5, folder, tokenizer, val_fraction)
+    return _checked(folder, source_md5)
 
-    meta = read_meta(data_dir)
-    wanted = {"format_version": FORMAT_VERSION, "source_md5": source_md5, "val_fraction": val_fraction}
-    if (
-        meta is not None
-        and all(meta.get(k) == v for k, v in wanted.items())
-        and meta["tokenizer"]["kind"] == tokenizer
-        and (data_dir / "train.bin").is_file()
-        and (data_dir / "val.bin").is_file()
-    ):
-        return meta
 
+def _scan(source: Path, vocabulary: bool) -> tuple[int, set[str]]:
+    """The text's length in characters and, with ``vocabulary``, its distinct characters."""
+    n, chars, blank = 0, set(), True
     try:
-        text = raw.decode("utf-8")
+        for chunk in _chunks(source):
+            n += len(chunk)
+            blank = blank and (chunk.isspace() or not chunk)
+            if vocabulary:
+                chars.update(chunk)
     except UnicodeDecodeError as err:
         raise ValueError(f"{source} is not UTF-8 text ({err}); convert it to UTF-8") from err
-    tok = build_tokenizer(tokenizer, text)
-    n = len(text)
-    split = int(n * (1.0 - val_fraction))
-    # Split the text, not the tokens, so char and BPE runs see the same held-out passage.
-    train_ids = np.array(tok.encode(text[:split]), dtype=TOKEN_DTYPE)
-    val_ids = np.array(tok.encode(text[split:]), dtype=TOKEN_DTYPE)
+    if blank:
+        raise ValueError(f"the text file {source} is empty; fill it or pass data.path=/path/to/input.txt")
+    return n, chars
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(data_dir / "train.bin", train_ids.tobytes())
-    write_atomically(data_dir / "val.bin", val_ids.tobytes())
-    meta = {
-        **wanted,
-        "source": str(source),
-        "source_chars": n,
-        "train_tokens": int(train_ids.size),
-        "val_tokens": int(val_ids.size),
-        # characters per token, for bits-per-character from a per-token loss
-        "train_chars": split,
-        "val_chars": n - split,
-        "dtype": np.dtype(TOKEN_DTYPE).name,
-        "tokenizer": tok.meta(),
-    }
-    write_atomically(data_dir / "meta.json", json.dumps(meta, indent=1).encode())
-    return meta
+
+def _bpe_cut(text: str) -> int:
+    """The last index ``i`` at which GPT-2's BPE of ``text[:i]`` plus that of ``text[i:]`` is the BPE
+    of ``text``; 0 when there is none.
+
+    GPT-2's pre-tokenizer regex never joins a newline to a neighbouring non-space (its word, number
+    and punctuation pieces exclude whitespace and take at most a leading ' '), and a newline alone
+    between two non-spaces is its own piece whether or not text follows it. So a cut right after
+    such a newline starts a fresh piece on both sides. (Any other newline may belong to a longer
+    whitespace piece, whose split the regex's ``\\s+(?!\\S)`` decides by looking past the cut.)
+    """
+    i = len(text) - 1
+    while (i := text.rfind("\n", 1, i)) > 0:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+    return 0
+
+
+def _pieces(chunks: Iterable[str], n_train: int, cut: Callable[[str], int]) -> Iterator[tuple[int, str]]:
+    """``(split, text)``: split 0 covers the first ``n_train`` characters, 1 the rest, each in pieces
+    cut only where ``cut`` allows, so encoding them one by one encodes each split whole."""
+    buf, split, left = "", 0, n_train  # left: characters of split 0 not yet in a piece
+    for chunk in chunks:
+        buf += chunk
+        if split == 0 and len(buf) >= left:
+            yield 0, buf[:left]
+            buf, split = buf[left:], 1
+        if i := cut(buf):
+            yield split, buf[:i]
+            buf, left = buf[i:], left - i
+    yield split, buf
+    if split == 0:
+        yield 1, ""
+
+
+def _build(source: Path, source_md5: str, folder: Path, kind: str, val_fraction: float) -> None:
+    n_chars, chars = _scan(source, vocabulary=kind == "char")
+    tok = build_tokenizer(kind, chars)
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 2**16 else np.uint32)
+    # Split the text, not the tokens, so char and BPE runs see the same held-out passage.
+    n_train = int(n_chars * (1.0 - val_fraction))
+    cut = _bpe_cut if kind == "gpt2" else len
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # named for its owner, so that a later preparation can tell a killed one from one under way
+    owner = f"pid{os.getpid()}.{socket.gethostname()}"
+    tmp = folder.parent / f".preparing-{folder.name}.{secrets.token_hex(4)}.{owner}"
+    tmp.mkdir()  # not mkdtemp: its 0700 would make the renamed folder private to this user
+    try:
+        counts, digest = [0, 0], hashlib.md5()
+        with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
+            for split, text in _pieces(_chunks(source, digest), n_train, cut):
+                ids = np.asarray(tok.encode(text), dtype=dtype)
+                (train, val)[split].write(ids.tobytes())
+                counts[split] += ids.size
+        if digest.hexdigest() != source_md5:
+            raise RuntimeError(f"{source} changed while it was being prepared; run again once it is final")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "source_md5": source_md5,
+            "val_fraction": float(val_fraction),
+            "source": str(source),
+            "source_chars": n_chars,
+            "train_tokens": counts[0],
+            "val_tokens": counts[1],
+            # characters per token, for bits-per-character from a per-token loss
+            "train_chars": n_train,
+            "val_chars": n_chars - n_train,
+            "dtype": dtype.name,
+            "tokenizer": tok.meta(),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # the rename below publishes it
+        try:
+            os.rename(tmp, folder)  # atomic, and fails when the folder exists (and is not empty)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another process prepared the same text first; use theirs
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

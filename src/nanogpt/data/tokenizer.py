@@ -6,7 +6,10 @@ token files and inside every checkpoint, so text can be decoded without the data
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
+
+TOKENIZERS = ("char", "gpt2")
 
 
 class Tokenizer(Protocol):
@@ -28,7 +31,7 @@ class CharTokenizer:
         self._stoi = {ch: i for i, ch in enumerate(self.vocab)}
 
     @classmethod
-    def from_text(cls, text: str) -> CharTokenizer:
+    def from_text(cls, text: Iterable[str]) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     def encode(self, text: str) -> list[int]:
@@ -73,9 +76,10 @@ class GPT2Tokenizer:
         return {"kind": "gpt2", "vocab_size": self.vocab_size}
 
 
-def build_tokenizer(kind: str, text: str) -> Tokenizer:
+def build_tokenizer(kind: str, chars: Iterable[str]) -> Tokenizer:
+    """The tokenizer ``kind`` for a text; ``chars`` is the text, or just its distinct characters."""
     if kind == "char":
-        return CharTokenizer.from_text(text)
+        return CharTokenizer.from_text(chars)
     if kind == "gpt2":
         return GPT2Tokenizer()
     raise ValueError(f"unknown tokenizer {kind!r}; use data.tokenizer=char or data.tokenizer=gpt2")

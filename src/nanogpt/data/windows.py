@@ -3,6 +3,9 @@
 Datasets yield whole batches ``(x, y)`` of shape ``(batch_size, block_size)`` where ``y`` is ``x``
 shifted left by one token. Each batch is one fancy-indexed read of the memmap, so the corpus never
 has to fit in RAM and there is no per-sample collate work. Plain PyTorch and NumPy: no Lightning.
+
+``dtype`` is the token files' own, from their ``meta.json`` (``meta["dtype"]``): uint16, or uint32
+for a vocabulary larger than 65,536.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-
-from nanogpt.data.prepare import TOKEN_DTYPE
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -51,9 +52,12 @@ class TrainWindows(IterableDataset):
         seed: int,
         rank: int = 0,
         start_batch: int = 0,
+        *,
+        dtype: str,
     ) -> None:
         super().__init__()
         self.bin_path = str(bin_path)
+        self.dtype = dtype
         self.block_size = block_size
         self.batch_size = batch_size
         self.seed = seed
@@ -61,7 +65,7 @@ class TrainWindows(IterableDataset):
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[Batch]:
-        data = np.memmap(self.bin_path, dtype=TOKEN_DTYPE, mode="r")
+        data = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         high = len(data) - self.block_size  # the last start that still leaves room for the target
@@ -89,9 +93,12 @@ class EvalWindows(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        *,
+        dtype: str,
     ) -> None:
         super().__init__()
         self.bin_path = str(bin_path)
+        self.dtype = dtype
         self.block_size = block_size
         self.batch_size = batch_size
         self.num_batches = num_batches
@@ -107,7 +114,7 @@ class EvalWindows(IterableDataset):
         return rng.integers(0, high, size=self.num_batches * self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        data = np.memmap(self.bin_path, dtype=TOKEN_DTYPE, mode="r")
+        data = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
         offsets = self._offsets(len(data))
         batches = [offsets[i : i + self.batch_size] for i in range(0, len(offsets), self.batch_size)]
         for chunk in batches[self.rank :: self.world_size]:

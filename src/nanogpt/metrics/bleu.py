@@ -34,7 +34,7 @@ import torch
 from sacrebleu.metrics import BLEU
 
 from nanogpt.data import Tokenizer
-from nanogpt.data.prepare import TOKEN_DTYPE
+from nanogpt.data.prepare import read_meta
 from nanogpt.metrics.chrf import chrf_metric, sentence_chrf
 from nanogpt.model import GPT, check_sampling
 from nanogpt.options import positive_int
@@ -91,9 +91,10 @@ class BleuResult:
     chrf_signature: str
 
 
-def split_tokens(data_dir: str | os.PathLike, split: str = "val") -> np.ndarray:
-    """The token ids of a prepared split, memory-mapped."""
-    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=TOKEN_DTYPE, mode="r")
+def split_tokens(corpus_dir: str | os.PathLike, split: str = "val") -> np.ndarray:
+    """The token ids of a split of a prepared folder (``meta["corpus_dir"]``), memory-mapped."""
+    dtype = read_meta(corpus_dir)["dtype"]  # also checks the token files against meta.json
+    return np.memmap(Path(corpus_dir) / f"{split}.bin", dtype=dtype, mode="r")
 
 
 def bleu_prompts(tokens: np.ndarray, settings: BleuSettings) -> tuple[torch.Tensor, torch.Tensor]:

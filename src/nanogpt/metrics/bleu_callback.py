@@ -39,10 +39,10 @@ class BleuCallback(Callback):
             return
         self._evals += 1
         dm = trainer.datamodule
-        if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "data_dir"):
+        if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "corpus_dir"):
             return  # prompts come from a prepared val split; a bare DataLoader has none
         # Every rank scores the same prompts the same way, so syncing averages equal values.
-        result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.data_dir), self.settings)
+        result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.corpus_dir), self.settings)
         pl_module.log("val/bleu", result.bleu, batch_size=1, sync_dist=True)
         pl_module.log("val/chrf", result.chrf, batch_size=1, sync_dist=True)
         self._log_samples(trainer, result.samples)
