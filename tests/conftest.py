@@ -57,9 +57,11 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
         return compose(config_name="train", overrides=overrides or [])
 
 
-def run_cli(name: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    name: str, args: list[str], cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run one of the package's console scripts (``nanogpt-train``, ...) as a user would."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     exe = Path(sys.executable).with_name(name)
     return subprocess.run(
         [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

@@ -106,6 +106,10 @@ def test_a_prompt_outside_the_char_vocabulary_names_the_characters(run_dir):
         ("top_k=0", "top_k must be an integer >= 1"),
         ("top_p=1.2", r"top_p must be in \(0, 1\]"),
         ("top_p=0", r"top_p must be in \(0, 1\]"),
+        ("max_new_tokens=0", r"max_new_tokens must be a positive integer, got 0"),
+        ("max_new_tokens=-1", r"max_new_tokens must be a positive integer, got -1"),
+        ("num_samples=0", r"num_samples must be a positive integer, got 0"),
+        ("num_samples=-2", r"num_samples must be a positive integer, got -2"),
     ],
 )
 def test_bad_sampling_options_are_refused(run_dir, override, message):

@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -247,15 +248,17 @@ def test_an_interrupted_run_saves_its_step_and_says_how_to_resume(tmp_path, text
     wait_for_last_ckpt(tmp_path, proc)
     proc.send_signal(signum)
     proc.wait(timeout=120)
-    stderr = stderr_of(tmp_path)
-    assert proc.returncode == (1 if signum == signal.SIGINT else 128 + signal.SIGTERM)
+    assert proc.returncode == 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM, as shells expect
     (run,) = (tmp_path / "runs" / "sig").iterdir()
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "interrupted" and 0 < result["step"] < 400
+    assert result["error"] == f"interrupted by {'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'}"
     step = read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     assert step == result["step"]  # the checkpoint holds the step the run stopped at
-    assert "Resume with:" in stderr
-    command = stderr.split("Resume with:")[1].strip().splitlines()[0].split()
+    # the console and train.log say how to resume; result.json keeps the command
+    for text in ((tmp_path / "stdout.txt").read_text(), (run / "train.log").read_text()):
+        assert f"run interrupted at step {step}" in text and result["resume"] in text
+    command = shlex.split(result["resume"])
     assert command[0] == "nanogpt-train" and command[-1] == f"ckpt_path={run}"
 
     resumed = subprocess.run(
@@ -316,6 +319,18 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
     # the first checkpoint, at step 10, is whole; the second never replaced it
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
     assert json.loads((run / "result.json").read_text())["status"] == "running"  # a report says failed
+    (orphan,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")  # the cut-short write, in its own folder
+    resumed = subprocess.run(
+        [str(Path(sys.executable).with_name("nanogpt-train")), *cli_args(tmp_path, text_path)]
+        + ["trainer.max_steps=12", f"ckpt_path={run}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not orphan.exists()  # resuming the run cleaned it up
 
 
 @pytest.mark.slow

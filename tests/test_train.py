@@ -128,18 +128,29 @@ def test_missing_checkpoint_is_refused(cfg_tiny, tmp_path):
 
 def test_a_file_that_is_not_a_checkpoint_is_refused(cfg_tiny, tmp_path):
     bogus = tmp_path / "notes.ckpt"
-    bogus.write_text("not a checkpoint")
-    with open_dict(cfg_tiny):
-        cfg_tiny.ckpt_path = str(bogus)
-    with pytest.raises(ValueError, match=r"is not a readable checkpoint.*written by nanogpt-train"):
+
+    def attempt(n: int) -> None:
+        with open_dict(cfg_tiny):
+            cfg_tiny.ckpt_path = str(bogus)
+            cfg_tiny.paths.output_dir = str(tmp_path / f"run{n}")  # a failed run's folder is its own
         train(cfg_tiny)
+
+    bogus.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=r"is not a readable checkpoint.*written by nanogpt-train"):
+        attempt(1)
     torch.save({"state_dict": {}}, bogus)
     with pytest.raises(ValueError, match=r"is not a nanogpt checkpoint \(it names no checkpoint format\)"):
-        train(cfg_tiny)
+        attempt(2)
     # a nanogpt checkpoint of weights only (what sampling needs) cannot resume training
     torch.save({"state_dict": {}, "hyper_parameters": {"format": 1, "model": {}}}, bogus)
     with pytest.raises(ValueError, match=r"holds weights but no training state"):
-        train(cfg_tiny)
+        attempt(3)
+    # a checkpoint of karpathy/nanoGPT's train.py says so
+    torch.save({"model": {}, "model_args": {"n_layer": 6}, "iter_num": 5000, "config": {}}, bogus)
+    with pytest.raises(
+        ValueError, match=r"is a checkpoint of karpathy/nanoGPT's train.py \(iteration 5000\)"
+    ):
+        attempt(4)
 
 
 def test_resuming_with_another_model_shape_names_the_override(cfg_tiny, tmp_path):

@@ -76,6 +76,13 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
             f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: truncated, or not a "
             f"checkpoint); {fix}"
         ) from err
+    if isinstance(ckpt, dict) and {"model_args", "model", "iter_num"} <= ckpt.keys():
+        raise ValueError(
+            f"ckpt_path={path} is a checkpoint of karpathy/nanoGPT's train.py (iteration "
+            f"{ckpt['iter_num']}), not of nanogpt-train: its tokenizer lives in nanoGPT's data folder "
+            "(meta.pkl), not in the file. Sample it with nanoGPT's own sample.py "
+            f"(python sample.py --out_dir={Path(path).parent}), or train here with nanogpt-train"
+        )
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     version = hparams.get("format") if isinstance(hparams, dict) else None
     if version is None or "state_dict" not in ckpt:
@@ -195,6 +202,6 @@ def refuse_existing_checkpoints(run_dir: str | os.PathLike) -> None:
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise FileExistsError(
             f"{ckpt_dir} already holds checkpoints of another run, which this run would overwrite. "
-            "Use a new output folder (the default run folder is new each second), or continue that "
+            "Use a new output folder (every run gets one unless hydra.run.dir is set), or continue that "
             "run with ckpt_path=<its checkpoint>"
         )

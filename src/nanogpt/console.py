@@ -31,10 +31,19 @@ class StepProgressBar(TQDMProgressBar):
     def train_description(self) -> str:
         return "train"
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._reset(trainer)
+
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        # Lightning's bar resets itself to the epoch's batches here; a resumed run, which continues
+        # its epoch, skips this hook, hence the reset in on_train_start too
+        self._reset(trainer)
+
+    def _reset(self, trainer: L.Trainer) -> None:
         bar = self.train_progress_bar
         bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.n = bar.initial = trainer.global_step  # a resumed run starts part-way
+        bar.n = bar.initial = trainer.global_step  # a resumed run starts part-way: rates count from here
         self._tokens, self._t0 = 0, time.perf_counter()
 
     def on_train_batch_end(

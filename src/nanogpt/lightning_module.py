@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.text import Perplexity
 
 from nanogpt.checkpoint import CHECKPOINT_FORMAT
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT, GPTConfig
+
+log = logging.getLogger(__name__)
 
 
 class GPTLightningModule(L.LightningModule):
@@ -54,6 +58,29 @@ class GPTLightningModule(L.LightningModule):
         meta = getattr(self.trainer.datamodule, "meta", None)
         if isinstance(meta, dict):
             self.bpc_scale = bpc_per_nat(meta)
+
+    def on_train_start(self) -> None:
+        # A resumed run follows the schedule of the new command, which may not be the saved one's
+        # (the cosine decays to trainer.max_steps): say so before it trains at another rate.
+        if self.trainer.ckpt_path is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if not isinstance(scheduler, LambdaLR):
+                continue
+            saved = scheduler.get_last_lr()[0]  # restored from the checkpoint
+            step = scheduler.last_epoch
+            now = scheduler.base_lrs[0] * scheduler.lr_lambdas[0](step)
+            if abs(now - saved) > 1e-6 * max(abs(saved), 1e-12):
+                log.warning(
+                    "resuming at step %d on another learning-rate schedule than the saved run's: the lr "
+                    "there is %.3g, where the run had %.3g. The schedule is the new command's (its "
+                    "cosine ends at scheduler.decay_steps, which follows trainer.max_steps); resume with "
+                    "the run's own trainer.max_steps and scheduler settings to continue its curve",
+                    step,
+                    now,
+                    saved,
+                )
 
     def _shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str

@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
+from nanogpt.errors import user_errors_in_one_line
 from nanogpt.model import check_sampling
+from nanogpt.options import positive_int
 
 FILE_PREFIX = "FILE:"
 
@@ -80,6 +82,8 @@ def sample(cfg: DictConfig, out: TextIO | None = None) -> list[str]:
     """Print ``cfg.num_samples`` continuations of ``cfg.prompt`` as they are generated; return them."""
     out = out or sys.stdout
     check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
+    positive_int(cfg.num_samples, "num_samples")
+    positive_int(cfg.max_new_tokens, "max_new_tokens")
     model, tokenizer, _ = load_checkpoint(cfg.ckpt_path, cfg.device)
     device = model.lm_head.weight.device
     ids, note = encode_prompt(read_prompt(cfg.prompt), tokenizer)
@@ -109,7 +113,8 @@ def sample(cfg: DictConfig, out: TextIO | None = None) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
-    sample(cfg)
+    with user_errors_in_one_line():
+        sample(cfg)
 
 
 if __name__ == "__main__":

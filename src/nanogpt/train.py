@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
-import signal
+import logging
 import sys
 import warnings
 from typing import Any
@@ -18,18 +18,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_checkpoint
 from nanogpt.devices import check_trainer_fits_machine
+from nanogpt.errors import user_errors_in_one_line
+from nanogpt.files import remove_stale_temps
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
 from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
-from nanogpt.runs.record import RunRecord
+from nanogpt.runs.record import RunRecord, interrupted_by
 from nanogpt.runs.sweep import check_single_process
+
+log = logging.getLogger(__name__)
 
 # Lightning's _pytree module calls an API that torch deprecated; nothing a user can act on.
 warnings.filterwarnings("ignore", category=FutureWarning, module="lightning.pytorch.utilities._pytree")
@@ -71,7 +74,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path == "last":  # the newest earlier run of this experiment
             ckpt_path = latest_run(cfg.paths.log_dir, cfg.name, exclude=cfg.paths.output_dir)
-        ckpt_path = resume_checkpoint(ckpt_path, model_config) if ckpt_path else None
+        if ckpt_path:
+            ckpt_path = resume_checkpoint(ckpt_path, model_config)
+            # a save that kill -9 cut short left its temporary file beside the checkpoint
+            for orphan in remove_stale_temps(ckpt_path.parent):
+                log.info("removed %s, a checkpoint write cut short by a killed process", orphan)
 
         module = GPTLightningModule(
             model_config,
@@ -106,14 +113,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
-    except SIGTERMException:
-        # Lightning's SIGTERMException is a SystemExit without a code, which would exit 0
-        sys.exit(128 + signal.SIGTERM)
+        with user_errors_in_one_line(log_file=f"{cfg.paths.output_dir}/train.log"):
+            metrics = train(cfg)
+    except SystemExit as exit:
+        # An interrupted run exits as the shell expects (130 for Ctrl-C, 143 for SIGTERM); Lightning's
+        # SIGTERMException is a SystemExit without a code, which would exit 0
+        signum = interrupted_by(exit)
+        if signum is not None:
+            sys.exit(128 + signum)
+        raise
     # A sweeper (e.g. Optuna) minimises what the app returns.
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 
 
-if __name__ == "__main__":
+# Groups a run can do without. Hydra deletes a group with ~group and refuses group=null.
+OPTIONAL_GROUPS = ("logger", "callbacks", "scheduler", "experiment", "hparams_search", "debug")
+
+
+def cli() -> None:
+    """The ``nanogpt-train`` console script: :func:`main`, with ``logger=null`` meaning ``~logger``."""
+    nulls = {f"{group}=null": f"~{group}" for group in OPTIONAL_GROUPS}
+    sys.argv = [sys.argv[0], *(nulls.get(arg, arg) for arg in sys.argv[1:])]
     main()
+
+
+if __name__ == "__main__":
+    cli()

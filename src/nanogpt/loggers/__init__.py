@@ -54,7 +54,7 @@ def wandb_run_identity(
 
     A single run is grouped by its experiment ``name`` and named after its folder (the time). A sweep
     job (``sweep_dir`` given) is grouped by the sweep folder as it appears under ``log_dir``, e.g.
-    ``shakespeare_char_cpu/multirun_2026-11-25_10-00-00``, and named after its job folder.
+    ``shakespeare_char_cpu/multirun_2026-11-25_10-00-00_5be21d``, and named after its job folder.
     """
     output = Path(output_dir).resolve()
     if sweep_dir is None:

@@ -4,6 +4,18 @@
 ``curves`` keeps the loss history and draws ``<run>/loss.png``; ``plots`` draws the PNGs;
 ``sweep`` is the Hydra callback that checks a multirun and reports on it after every job;
 ``report`` (``nanogpt-report``) turns a sweep folder's records into a table, a CSV and a plot.
+
+Run folders are named by their start time and a random suffix (the ``run_suffix`` resolver of
+``configs/hydra/default.yaml``): two runs started in the same second, on one machine or on two
+sharing the disk, never share a folder.
 """
 
+import secrets
+
+from omegaconf import OmegaConf
+
 RESULT_FILE = "result.json"  # in every run folder; written by record, read by report
+
+# Cached like Hydra's own ${now:}: every job of a sweep, which Hydra composes from the first
+# config's resolver cache, sees the same suffix, so they share one sweep folder.
+OmegaConf.register_new_resolver("run_suffix", lambda: secrets.token_hex(3), use_cache=True, replace=True)

@@ -2,19 +2,24 @@
 
 :class:`RunRecord` wraps a run: entering it writes the run's ``config.yaml`` and a ``running``
 result (with host and pid, so a report can tell a running job from a killed one); leaving it
-writes ``completed`` with the best and final metrics, ``interrupted`` (Ctrl-C, SIGTERM; the
-command that resumes it is printed), or ``failed`` with the error. Both carry the
-step reached, the wall time and the loss history of the run's :class:`~nanogpt.runs.curves.LossCurves`.
-Under DDP only global rank 0 writes.
+writes ``completed`` with the best and final metrics, ``interrupted`` (Ctrl-C, SIGTERM) with the
+command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time
+and the loss history of the run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary
+on the console and in ``train.log``: best val/loss and its step, the checkpoints, and the commands
+that sample from and resume the run. A failed run's traceback goes to ``train.log`` only.
+``result.json`` is strict JSON: a NaN or infinite metric is written as ``null``, and
+``non_finite`` names it. Under DDP only global rank 0 writes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shlex
+import signal
 import socket
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +30,7 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.checkpoint import CHECKPOINT_DIR
@@ -32,16 +38,31 @@ from nanogpt.files import write_atomically
 from nanogpt.runs import RESULT_FILE
 from nanogpt.runs.curves import LossCurves
 
+log = logging.getLogger(__name__)
+
+
+def finite_or_none(value: Any, path: str, non_finite: dict[str, str]) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None``, noted in ``non_finite``."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # tensors, numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        non_finite[path] = str(value)
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v, f"{path}.{k}" if path else str(k), non_finite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v, f"{path}[{i}]", non_finite) for i, v in enumerate(value)]
+    return value
+
 
 def write_result(run_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
-    """Write ``result`` as ``<run_dir>/result.json``."""
-    text = json.dumps(result, indent=2, default=_jsonable) + "\n"
+    """Write ``result`` as ``<run_dir>/result.json``, strict JSON (see the module docstring)."""
+    non_finite: dict[str, str] = {}
+    clean = finite_or_none({k: v for k, v in result.items() if k != "non_finite"}, "", non_finite)
+    if non_finite:
+        clean["non_finite"] = non_finite
+    text = json.dumps(clean, indent=2, allow_nan=False, default=str) + "\n"
     return write_atomically(Path(run_dir) / RESULT_FILE, text)
-
-
-def _jsonable(value: Any) -> Any:
-    # tensors and numpy scalars from Lightning's metrics
-    return value.item() if hasattr(value, "item") else str(value)
 
 
 def task_overrides() -> list[str]:
@@ -49,11 +70,26 @@ def task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def interrupted_by(error: BaseException | None) -> signal.Signals | None:
+    """The signal behind an exception that ends a run: SIGINT (Ctrl-C), SIGTERM, or ``None``.
+
+    Lightning turns Ctrl-C into ``SystemExit(1)`` after its shutdown, raised while handling the
+    ``KeyboardInterrupt``, and SIGTERM into its ``SIGTERMException``.
+    """
+    if isinstance(error, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(error, KeyboardInterrupt) or (
+        isinstance(error, SystemExit) and isinstance(error.__context__, KeyboardInterrupt)
+    ):
+        return signal.SIGINT
+    return None
+
+
 class RunRecord:
     """Record one training run in its folder; see the module docstring.
 
     Use as ``with RunRecord(cfg) as record: ...; metrics = record.complete(trainer)``. An exception
-    (``KeyboardInterrupt`` too) leaving the block marks the run failed and goes on up.
+    (``KeyboardInterrupt`` too) leaving the block marks the run failed or interrupted and goes on up.
     """
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -70,6 +106,7 @@ class RunRecord:
         }
 
     def __enter__(self) -> RunRecord:
+        self._refuse_another_runs_folder()
         self.started = time.time()
         self.result["started"] = datetime.fromtimestamp(self.started).isoformat(timespec="seconds")
         self._write()
@@ -104,28 +141,59 @@ class RunRecord:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            # Ctrl-C (Lightning turns it into SystemExit after its shutdown) or SIGTERM
-            self.result.update(status="interrupted", error=f"{type(error).__name__}: interrupted")
+        signum = interrupted_by(error)
+        if signum is not None:
+            how = "Ctrl-C" if signum == signal.SIGINT else signum.name
+            self.result.update(status="interrupted", error=f"interrupted by {how}")
         elif error is not None:
             self.result.update(status="failed", error=f"{type(error).__name__}: {error}")
         self.result["wall_time_s"] = time.time() - self.started
+        if (self.run_dir / CHECKPOINT_DIR / "last.ckpt").is_file():
+            self.result["resume"] = self.resume_command()
         self._write()
-        if self.result["status"] == "interrupted":
-            self._say_how_to_resume()
+        self._summarise(error if signum is None else None)
+
+    def resume_command(self) -> str:
+        """The ``nanogpt-train`` command that continues this run from its ``last.ckpt``."""
+        overrides = [o for o in self.result["overrides"] if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+        return shlex.join(["nanogpt-train", *overrides, f"ckpt_path={self.run_dir}"])
 
     @rank_zero_only
-    def _say_how_to_resume(self) -> None:
-        last = self.run_dir / CHECKPOINT_DIR / "last.ckpt"
-        if not last.is_file():
-            return
-        overrides = [o for o in self.result["overrides"] if not o.startswith(("ckpt_path=", "+ckpt_path="))]
-        command = shlex.join(["nanogpt-train", *overrides, f"ckpt_path={self.run_dir}"])
-        print(
-            f"\nInterrupted at step {self.result.get('step')}; {last} holds it. Resume with:\n  {command}",
-            file=sys.stderr,
-            flush=True,
-        )
+    def _summarise(self, error: BaseException | None) -> None:
+        """Log how the run ended (console and train.log); a failure's traceback goes to train.log only."""
+        result = self.result
+        step = result.get("step")
+        where = "before training" if step is None else f"at step {step}"
+        lines = [f"run {result['status']} {where} after {result['wall_time_s']:.0f} s: {self.run_dir}"]
+        if result.get("error"):
+            lines.append(f"  error           {result['error']}")
+        val = [(s, v) for s, v in (result.get("history") or {}).get("val/loss", []) if math.isfinite(v)]
+        if val:
+            best_step, best = min(val, key=lambda p: p[1])
+            lines.append(f"  best val/loss   {best:.4f} at step {best_step}")
+        ckpts = self.run_dir / CHECKPOINT_DIR
+        for name, what in [("best.ckpt", "lowest val/loss"), ("last.ckpt", "newest state")]:
+            if (ckpts / name).is_file():
+                lines.append(f"  {what:<15} {ckpts / name}")
+        if (ckpts / "best.ckpt").is_file():
+            lines.append(f"  sample with     nanogpt-sample ckpt_path={shlex.quote(str(self.run_dir))}")
+        if result.get("resume"):
+            more = " (raise trainer.max_steps to train longer)" if result["status"] == "completed" else ""
+            lines.append(f"  resume with{more}:\n    {result['resume']}")
+        log.info("\n".join(lines))
+        if error is not None:
+            # file-only: nanogpt's DEBUG records go to train.log, not the console (configs/hydra/default.yaml)
+            log.debug("the error's traceback", exc_info=(type(error), error, error.__traceback__))
+
+    @rank_zero_only
+    def _refuse_another_runs_folder(self) -> None:
+        existing = self.run_dir / RESULT_FILE
+        if existing.is_file():
+            raise FileExistsError(
+                f"{self.run_dir} already holds another run's {RESULT_FILE}; a run never writes into "
+                "another's folder. Leave hydra.run.dir unset (each run gets a new folder), or choose a "
+                "new one; continue that run with ckpt_path=" + str(self.run_dir)
+            )
 
     @rank_zero_only
     def _save_config(self) -> None:

@@ -1,0 +1,234 @@
+"""No run harms another: checkpoints hold the newest state, runs never share a folder, exits are honest,
+records are valid, and bad input gets a clear one-line error (issue 14; data caches: test_data.py)."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf, open_dict
+
+import nanogpt.runs  # noqa: F401  (registers the run_suffix resolver)
+from nanogpt import CONFIG_DIR
+from nanogpt.checkpoint import read_checkpoint
+from nanogpt.console import StepProgressBar
+from nanogpt.files import remove_stale_temps
+from nanogpt.runs.record import write_result
+from nanogpt.train import train
+
+from .conftest import TINY, run_cli
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(token: str) -> None:
+        raise ValueError(f"{path} is not strict JSON: {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# --- checkpoints ---
+
+
+def test_last_ckpt_holds_the_final_step_even_when_val_loss_never_improves(cfg_tiny):
+    with open_dict(cfg_tiny):
+        cfg_tiny.optimizer.lr = 0.0  # frozen weights: val/loss never improves after the first validation
+        cfg_tiny.callbacks.bleu = None
+    metrics = train(cfg_tiny)
+    ckpts = Path(cfg_tiny.paths.output_dir) / "checkpoints"
+    assert metrics["step"] == 40
+    assert read_checkpoint(ckpts / "last.ckpt")["global_step"] == 40
+    assert read_checkpoint(ckpts / "best.ckpt")["global_step"] == 20
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_marks_the_run_failed(cfg_tiny, monkeypatch):
+    real_save = torch.save
+
+    def disk_full_at_step_40(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("global_step") == 40:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_at_step_40)
+    with open_dict(cfg_tiny):
+        cfg_tiny.callbacks.bleu = None
+    with pytest.raises(OSError, match="No space left on device"):
+        train(cfg_tiny)
+    run = Path(cfg_tiny.paths.output_dir)
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 20  # whole, not replaced
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.suffix != ".ckpt"]  # no orphan
+    result = strict_json(run / "result.json")
+    assert result["status"] == "failed" and "No space left on device" in result["error"]
+    assert "resume" in result  # from the step-20 last.ckpt
+
+
+def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(dead.stdout)
+    host = socket.gethostname()
+    killed = tmp_path / f".last.ckpt.abc.pid{dead_pid}.{host}.tmp"
+    live = tmp_path / f".last.ckpt.def.pid{os.getpid()}.{host}.tmp"
+    elsewhere = tmp_path / f".last.ckpt.ghi.pid{dead_pid}.another-host.tmp"
+    for path in (killed, live, elsewhere):
+        path.write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path) == [killed]
+    assert live.exists() and elsewhere.exists()
+
+
+def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_step(cfg_tiny, caplog):
+    with open_dict(cfg_tiny):
+        cfg_tiny.callbacks.bleu = None
+        cfg_tiny.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
+        cfg_tiny.trainer.enable_progress_bar = True
+        cfg_tiny.trainer.max_steps = 20
+        cfg_tiny.scheduler.decay_steps = 40
+    train(cfg_tiny)
+    run = cfg_tiny.paths.output_dir
+
+    def resume(name: str, max_steps: int) -> None:
+        cfg = cfg_tiny.copy()
+        with open_dict(cfg):
+            cfg.paths.output_dir = f"{run}-{name}"
+            cfg.ckpt_path = run
+            cfg.trainer.max_steps = max_steps
+            cfg.scheduler.decay_steps = max_steps
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nanogpt"):
+            train(cfg)
+
+    resume("same", 40)  # the saved run's own decay_steps: its curve goes on
+    assert "another learning-rate schedule" not in caplog.text
+    resume("longer", 80)
+    assert "resuming at step 20 on another learning-rate schedule" in caplog.text
+    bar = KeepBar.bars[-1]
+    assert (bar.train_progress_bar.total, bar.train_progress_bar.initial) == (80, 20)
+    assert bar.tokens_per_s > 1000  # counted from the resumed step, not from zero
+
+
+class KeepBar(StepProgressBar):
+    """The progress bar, kept after the run so a test can read its totals and rates."""
+
+    bars: list[KeepBar] = []
+
+    def __init__(self) -> None:
+        super().__init__(refresh_rate=1)
+        KeepBar.bars.append(self)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return float(self._extra["tok/s"].replace(",", ""))
+
+
+# --- run folders ---
+
+
+def test_the_run_folder_suffix_is_random_and_fixed_within_a_config():
+    cfg = OmegaConf.create({"a": "${run_suffix:}", "b": "${run_suffix:}"})
+    other = OmegaConf.create({"a": "${run_suffix:}"})
+    assert cfg.a == cfg.b != other.a and len(cfg.a) == 6
+    hydra = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "default.yaml"))
+    assert "${run_suffix:}" in hydra["run"]["dir"] and "${run_suffix:}" in hydra["sweep"]["dir"]
+    optuna = OmegaConf.load(Path(CONFIG_DIR) / "hparams_search" / "shakespeare_optuna.yaml")
+    assert "${run_suffix:}" in OmegaConf.to_container(optuna)["hydra"]["sweep"]["subdir"]
+
+
+@pytest.mark.slow
+def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, text_path):
+    exe = str(Path(sys.executable).with_name("nanogpt-train"))
+    common = [*TINY, "trainer.max_steps=20", "callbacks.bleu=null", f"data.path={text_path}", "name=twins"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [
+        subprocess.Popen([exe, *common, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL)
+        for seed in (1, 2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = sorted((tmp_path / "runs" / "twins").iterdir())
+    assert len(runs) == 2
+    seeds = set()
+    for run in runs:
+        result = strict_json(run / "result.json")
+        assert result["status"] == "completed"
+        seeds.add(result["seed"])
+        with open(run / "csv" / "metrics.csv") as f:
+            steps = [row["step"] for row in csv.DictReader(f) if row.get("train/loss")]
+        assert len(steps) == len(set(steps)) == 20  # one writer per file
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert seeds == {1, 2}
+
+
+def test_a_run_never_writes_into_another_runs_folder(cfg_tiny):
+    run = Path(cfg_tiny.paths.output_dir)
+    run.mkdir(parents=True)
+    (run / "result.json").write_text('{"status": "failed", "error": "an earlier run"}')
+    with pytest.raises(FileExistsError, match="already holds another run's result.json"):
+        train(cfg_tiny)
+    assert "an earlier run" in (run / "result.json").read_text()
+
+
+# --- records ---
+
+
+def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
+    write_result(
+        tmp_path, {"status": "completed", "best_val_loss": float("inf"), "metrics": {"x": float("nan")}}
+    )
+    result = strict_json(tmp_path / "result.json")
+    assert result["best_val_loss"] is None and result["metrics"]["x"] is None
+    assert result["non_finite"] == {"best_val_loss": "inf", "metrics.x": "nan"}
+
+
+def test_train_log_ends_with_a_summary_and_a_failure_keeps_its_error(tmp_path, text_path):
+    args = [*TINY, "callbacks.bleu=null", f"data.path={text_path}", "name=logged"]
+    done = run_cli("nanogpt-train", args, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "logged").iterdir()
+    log = (run / "train.log").read_text()
+    for text in ("run completed at step 40", "best val/loss", "best.ckpt", "last.ckpt"):
+        assert text in log and text in done.stdout
+    assert f"nanogpt-sample ckpt_path={run}" in log
+    assert f"ckpt_path={run}" in strict_json(run / "result.json")["resume"]
+
+    failed = run_cli("nanogpt-train", [*args, "name=failing", "ckpt_path=nowhere.ckpt"], tmp_path)
+    assert failed.returncode == 1
+    # the message comes first, without a traceback
+    assert failed.stderr.startswith("FileNotFoundError: ckpt_path=nowhere.ckpt does not exist")
+    assert "Traceback" not in failed.stderr
+    (run,) = (tmp_path / "runs" / "failing").iterdir()
+    log = (run / "train.log").read_text()
+    assert "run failed before training" in log and "ckpt_path=nowhere.ckpt does not exist" in log
+    assert "Traceback (most recent call last)" in log  # the traceback is kept, in the file only
+    assert strict_json(run / "result.json")["status"] == "failed"
+
+
+# --- inputs ---
+
+
+def test_logger_null_means_no_loggers(tmp_path):
+    shown = run_cli("nanogpt-train", ["logger=null", "--cfg", "job"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "logger" not in OmegaConf.create(shown.stdout)
+
+
+def test_a_quoted_data_path_may_hold_spaces_and_non_ascii_characters(tmp_path):
+    path = tmp_path / "my texts" / "Ünïcødé sonnets.txt"
+    shown = run_cli("nanogpt-train", [f'data.path="{path}"', "--cfg", "job"], tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert OmegaConf.create(shown.stdout).data.path == str(path)
+
+
+def test_user_errors_print_their_message_first_and_the_traceback_on_request(tmp_path):
+    plain = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path)
+    assert plain.returncode == 1
+    assert plain.stderr.startswith("FileNotFoundError: ckpt_path=nope.ckpt does not exist")
+    assert "Traceback" not in plain.stderr and "HYDRA_FULL_ERROR=1" in plain.stderr
+    full = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
+    assert full.returncode == 1 and "Traceback" in full.stderr
