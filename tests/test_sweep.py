@@ -3,19 +3,25 @@
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import find_jobs, mean_ci, seed_statistics, write_report
+from nanogpt.runs.report import Plan, find_jobs, mean_ci, seed_statistics, write_report
 from nanogpt.runs.report import main as report_main
-from nanogpt.runs.sweep import check_single_process, processes_per_job
+from nanogpt.runs.sweep import SweepCallback, check_single_process, plan_sweep, processes_per_job
 
 from .conftest import SEARCHED_KEYS, TINY, run_cli
+from .test_loop import start
 
 # the tiny recipe, shortened: a job trains for 10 steps, validates twice and scores BLEU on 4 prompts
 SWEEP = [
@@ -81,7 +87,12 @@ def test_grid_sweep_gives_every_job_a_folder_and_reports_them_all(tmp_path, text
     )
     md = (root / "report.md").read_text()
     assert md.count("| completed |") == 4 and "| optimizer.lr | model.n_layer |" in md
+    assert "4 jobs planned: 4 completed." in md and "never ran" not in md
     assert_png(root / "val_loss.png")
+    # the plan written before the first job is, job by job, what Hydra ran
+    plan = json.loads((root / "sweep.json").read_text())
+    assert plan["ended"] is True
+    assert plan["jobs"] == [list(OmegaConf.load(root / job / ".hydra" / "overrides.yaml")) for job in jobs]
 
 
 def test_a_failed_job_is_recorded_and_the_others_still_run(tmp_path, text_path):
@@ -167,6 +178,10 @@ def test_optuna_sweep_resumes_its_study_from_sqlite(tmp_path, text_path):
 
     rows = read_csv(root / "report.csv")
     assert len(rows) == 4
+    # the second command planned 2 trials on top of the first command's 2 job folders
+    plan = json.loads((root / "sweep.json").read_text())
+    assert plan["trials"] == 2 and len(plan["earlier_jobs"]) == 2 and plan["ended"] is True
+    assert "4 jobs planned: 4 completed." in (root / "report.md").read_text()
     best = min(t.value for t in trials)
     assert float(rows[0]["best_val_loss"]) == pytest.approx(best)
     # the job folder of the best trial ran with the trial's parameters
@@ -189,6 +204,89 @@ def test_an_optuna_search_over_an_unknown_key_fails_before_the_first_trial(tmp_p
     assert result.returncode != 0
     assert "Could not override 'model.dropoutt'" in result.stderr
     assert sweep_dirs(tmp_path, "search") == []  # no study was created, no trial ran
+
+
+# --- an interrupted sweep: its exit code, and a report that names the jobs that never ran ---
+
+
+def start_sweep(tmp_path: Path, text_path: Path) -> subprocess.Popen:
+    """A 3-job grid of tiny runs too long to finish; its output goes to tmp_path's stdout/stderr.txt."""
+    args = [
+        "-m",
+        *TINY,
+        "trainer.max_steps=100000",
+        "callbacks.bleu=null",
+        "callbacks.last_checkpoint.every_n_train_steps=10",
+        f"data.path={text_path}",
+        "paths.root_dir=.",
+        "name=stop",
+        "seed=1,2,3",
+    ]
+    return start([str(Path(sys.executable).with_name("nanogpt-train")), *args], tmp_path)
+
+
+def wait_for(proc: subprocess.Popen, tmp_path: Path, ready, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum, when",
+    [(signal.SIGTERM, "training"), (signal.SIGTERM, "setting up"), (signal.SIGINT, "training")],
+    ids=["sigterm-training", "sigterm-setting-up", "ctrl-c-training"],
+)
+def test_an_interrupted_sweep_exits_non_zero_and_reports_the_jobs_that_never_ran(
+    tmp_path, text_path, signum, when
+):
+    proc = start_sweep(tmp_path, text_path)
+    try:
+        job = None
+
+        def job_started() -> bool:
+            nonlocal job
+            found = list((tmp_path / "runs" / "stop").glob("*/0/result.json"))
+            job = found[0].parent if found else None
+            return job is not None and json.loads(found[0].read_text())["status"] == "running"
+
+        # "setting up": job 0's record exists and it is building its data and model, most likely not
+        # yet in Lightning's fit and its SIGTERM handling; the sweep must end the same either way
+        wait_for(proc, tmp_path, job_started, "job 0 starting")
+        if when == "training":
+            wait_for(proc, tmp_path, (job / "checkpoints" / "last.ckpt").is_file, "job 0 reaching step 10")
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    # as a shell reports a process ended by the signal: 143 for SIGTERM, 130 for Ctrl-C
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+
+    root = job.parent
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["0"]  # jobs 1 and 2 never started
+    result = json.loads((job / "result.json").read_text())
+    assert result["status"] == "interrupted"
+    if when == "training":
+        assert result["step"] >= 10
+
+    md = (root / "report.md").read_text()
+    assert "3 jobs planned: 1 interrupted, 2 never ran." in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[2].startswith("| 1 | 0 | 1 |") and table[2].endswith("| interrupted |")  # job 0, seed=1
+    assert [line.endswith("| never ran |") for line in table[3:]] == [True, True]
+    never_ran = md.split("## Never ran")[1]
+    assert "- `1: seed=2`" in never_ran and "- `2: seed=3`" in never_ran and "seed=1" not in never_ran
+    rows = {r["job"]: r for r in read_csv(root / "report.csv")}
+    assert rows["0"]["status"] == "interrupted" and rows["0"]["seed"] == "1"
+    assert (rows["1"]["status"], rows["1"]["seed"]) == ("never_ran", "2")
+    assert (rows["2"]["status"], rows["2"]["seed"]) == ("never_ran", "3")
+    assert "seed=3" in rows["2"]["overrides"]  # the command line that runs it alone
+    assert json.loads((root / "sweep.json").read_text())["ended"] is True
+    assert f"{root.name}/report.md" in stderr.split("sweep report: ")[-1]  # says where the report is
 
 
 # --- the report, on job folders written here ---
@@ -283,3 +381,103 @@ def test_report_of_a_folder_that_is_not_a_sweep_says_what_to_pass(tmp_path, caps
     assert "runs/<experiment>/multirun_<time>" in err
     assert ("single run's folder" in err) == (make == "single_run")
     assert not (target / "report.md").exists()
+
+
+def plan_file(root: Path, **fields) -> None:
+    Plan(host=socket.gethostname(), **fields).save(root)
+
+
+def test_report_names_the_planned_grid_jobs_that_never_ran(tmp_path, capsys):
+    jobs = [["model.n_layer=1", f"seed={seed}"] for seed in (1, 2, 3, 4)]
+    plan_file(tmp_path, jobs=jobs, pid=2**22 + 7, ended=True)
+    fake_job(tmp_path, "0", jobs[0], best_val_loss=2.0, step=40)
+    fake_job(tmp_path, "1", jobs[1], status="interrupted", error="interrupted by SIGTERM", step=12)
+    fake_job(tmp_path, "2", jobs[2], status=None)  # set up by Hydra, stopped before its record began
+    # no folder for job 3
+
+    assert report_main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out  # nanogpt-report prints the report it writes
+    md = (tmp_path / "report.md").read_text()
+    assert md in printed
+    assert "4 jobs planned: 1 completed, 1 interrupted, 2 never ran." in md
+    assert "## Interrupted jobs" in md and "- `1: seed=2` (interrupted): interrupted by SIGTERM" in md
+    never_ran = md.split("## Never ran")[1]
+    assert "- `2: seed=3`" in never_ran and "- `3: seed=4`" in never_ran
+    rows = read_csv(tmp_path / "report.csv")
+    assert [(r["rank"], r["job"], r["seed"], r["status"]) for r in rows] == [
+        ("1", "0", "1", "completed"),
+        ("2", "1", "2", "interrupted"),
+        ("", "2", "3", "never_ran"),
+        ("", "3", "4", "never_ran"),
+    ]
+    assert rows[3]["overrides"] == "model.n_layer=1 seed=4"
+
+
+def test_report_of_a_running_sweep_says_its_jobs_are_still_to_run(tmp_path):
+    jobs = [[f"seed={seed}"] for seed in (1, 2)]
+    plan_file(tmp_path, jobs=jobs, pid=os.getpid())  # the sweep's process is alive, not ended
+    fake_job(tmp_path, "0", jobs[0], best_val_loss=2.0)
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "2 jobs planned: 1 completed, 1 still to run." in md and "never ran" not in md
+    assert "## Still to run" in md and "- `1: seed=2`" in md
+
+
+def test_report_counts_the_optuna_trials_that_never_ran(tmp_path):
+    # two trials of an earlier command, then this command's 5 trials, of which two started
+    fake_job(tmp_path, "2026-01-01_10-00-00_0", ["optimizer.lr=0.001"], best_val_loss=2.0)
+    fake_job(tmp_path, "2026-01-01_10-00-00_1", ["optimizer.lr=0.002"], best_val_loss=1.9)
+    earlier = ["2026-01-01_10-00-00_0", "2026-01-01_10-00-00_1"]
+    plan_file(tmp_path, trials=5, earlier_jobs=earlier, pid=2**22 + 7, ended=True)
+    fake_job(tmp_path, "2026-01-02_10-00-00_0", ["optimizer.lr=0.003"], best_val_loss=1.8)
+    fake_job(tmp_path, "2026-01-02_10-00-00_1", ["optimizer.lr=0.0005"], status="interrupted")
+
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "7 jobs planned: 3 completed, 1 interrupted, 3 never ran." in md
+    assert "3 of 5 trials never ran" in md
+    assert len(read_csv(tmp_path / "report.csv")) == 4  # a trial that never ran has no parameters to list
+
+
+def test_the_sweep_plan_is_hydras_job_order(tmp_path):
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": {
+                    "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                    "params": {"model.n_layer": "1,2"},
+                },
+                "overrides": {"task": ["seed=1,2", "name=x"]},
+                "sweep": {"dir": str(tmp_path)},
+            }
+        }
+    )
+    plan = plan_sweep(config)
+    # the params first, the command line after, and the last override varies fastest (job 1 is seed=2)
+    assert plan.jobs == [
+        ["model.n_layer=1", "seed=1", "name=x"],
+        ["model.n_layer=1", "seed=2", "name=x"],
+        ["model.n_layer=2", "seed=1", "name=x"],
+        ["model.n_layer=2", "seed=2", "name=x"],
+    ]
+    assert plan.pid == os.getpid() and not plan.ended
+
+    config.hydra.sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.OptunaSweeper", "n_trials": 7}
+    fake_job(tmp_path, "earlier_0", ["seed=1"])
+    plan = plan_sweep(config)
+    assert (plan.jobs, plan.trials, plan.earlier_jobs) == (None, 7, ["earlier_0"])
+
+
+def test_a_job_that_fails_before_its_record_is_reported_failed_with_its_error(tmp_path):
+    # Hydra made the folder; the job failed before its RunRecord wrote result.json
+    job = fake_job(tmp_path, "0", ["seed=1"], status=None)
+    hydra = {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}, "runtime": {"output_dir": str(job)}}
+    config = OmegaConf.create({"hydra": hydra})
+    plan_file(tmp_path, jobs=[["seed=1"]], pid=os.getpid())
+    failed = JobReturn(status=JobStatus.FAILED, overrides=["seed=1"])
+    failed.return_value = ValueError("data.batch_size must be a positive integer")
+    SweepCallback().on_job_end(config, failed)
+    (found,) = find_jobs(tmp_path)
+    assert (found.name, found.status) == ("0", "failed")
+    assert found.error == "ValueError: data.batch_size must be a positive integer"
+    assert "1 jobs planned: 1 failed." in (tmp_path / "report.md").read_text()

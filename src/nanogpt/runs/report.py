@@ -1,17 +1,21 @@
 """``nanogpt-report``: one sweep folder as a table, a plot of its val-loss curves and seed statistics.
 
-    nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00
+    nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00_5be21d
 
-reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and writes into the sweep folder
+reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and the sweep's plan,
+``sweep.json`` (:class:`Plan`), and writes into the sweep folder
 
 - ``report.md``: every job's varying overrides, best ``val/loss``, last ``val/bleu``, steps, wall
-  time and status, best first; failed jobs last, with their errors; and, when the sweep repeats a
-  configuration over seeds, the mean best ``val/loss`` of each configuration with its 95%
-  confidence interval;
-- ``report.csv`` (one row per job) and ``seeds.csv`` (one row per configuration, when seeds repeat);
+  time and status, best first; failed and interrupted jobs with their errors; the planned jobs
+  that never ran (the sweep was interrupted, or stopped at a job's error) or are still to run;
+  and, when the sweep repeats a configuration over seeds, the mean best ``val/loss`` of each
+  configuration with its 95% confidence interval;
+- ``report.csv`` (one row per job, planned grid jobs that never ran included) and ``seeds.csv``
+  (one row per configuration, when seeds repeat);
 - ``val_loss.png``: every job's val-loss curve.
 
-``nanogpt-train -m`` writes the report after every job and at the end (:mod:`nanogpt.runs.sweep`).
+``nanogpt-train -m`` writes the report after every job and when the sweep ends, interrupted or not
+(:mod:`nanogpt.runs.sweep`).
 """
 
 from __future__ import annotations
@@ -26,17 +30,23 @@ import re
 import socket
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from nanogpt.files import write_atomically
+from nanogpt.files import pid_alive, write_atomically
 from nanogpt.runs import RESULT_FILE
 
 SEED_KEY = "seed"
+PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here
+
+# planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
+UNRUN = ("pending", "never_ran")
+STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
 
 
 def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -49,7 +59,7 @@ def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def is_alive(result: dict[str, Any]) -> bool:
-    """Whether the process that wrote a ``running`` result may still run.
+    """Whether the process that wrote a ``running`` result (or a sweep's plan) may still run.
 
     On this machine the process is looked up by its pid; another machine's job cannot be checked
     from here, so it counts as alive.
@@ -57,23 +67,50 @@ def is_alive(result: dict[str, Any]) -> bool:
     pid = result.get("pid")
     if not isinstance(pid, int):
         return False
-    if result.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, but belongs to another user
-    return True
+    return result.get("host") != socket.gethostname() or pid_alive(pid)
+
+
+@dataclass
+class Plan:
+    """What a sweep command set out to run (``sweep.json``), so that a report can name what never ran.
+
+    A grid sweep knows its jobs in advance; an Optuna sweep knows only how many trials it asked for,
+    and its folder also holds the trials of earlier commands that continued the same study.
+    """
+
+    jobs: list[list[str]] | None = None  # grid: every job's overrides, in job-number order
+    trials: int | None = None  # Optuna: hydra.sweeper.n_trials of this command
+    earlier_jobs: list[str] = field(default_factory=list)  # job folders already there at the start
+    host: str | None = None  # the sweep's process, to tell a pending job from one that never ran
+    pid: int | None = None
+    ended: bool = False  # the sweep's process has finished (or been interrupted)
+
+    def save(self, sweep_dir: str | os.PathLike) -> Path:
+        """Write the plan as ``<sweep_dir>/sweep.json``."""
+        return write_atomically(Path(sweep_dir) / PLAN_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, sweep_dir: str | os.PathLike) -> Plan | None:
+        """The sweep's plan, or ``None`` for a sweep without one (older, or another sweeper's)."""
+        try:
+            saved = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
+            return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError, AttributeError):  # missing, or not a plan
+            return None
+
+    @property
+    def unrun_status(self) -> str:
+        """``pending`` while the sweep's process runs, else ``never_ran``."""
+        running = not self.ended and is_alive({"pid": self.pid, "host": self.host})
+        return "pending" if running else "never_ran"
 
 
 @dataclass
 class Job:
-    """One job folder of a sweep, as its ``result.json`` (or its absence) describes it."""
+    """One job of a sweep: a job folder as its ``result.json`` describes it, or a planned job with none."""
 
     name: str
-    status: str  # completed, interrupted, failed or running
+    status: str  # one of STATUSES
     overrides: list[str]
     best_val_loss: float | None = None
     val_bleu: float | None = None
@@ -168,26 +205,64 @@ def load_job(job_dir: Path) -> Job:
     )
 
 
-def find_jobs(sweep_dir: str | os.PathLike) -> list[Job]:
-    """Every job folder of ``sweep_dir``: a sub-folder holding ``result.json`` or Hydra's ``.hydra/``."""
+def is_job_folder(path: Path) -> bool:
+    """A sub-folder of a sweep holding ``result.json`` or Hydra's ``.hydra/overrides.yaml``."""
+    return path.is_dir() and (
+        (path / RESULT_FILE).is_file() or (path / ".hydra" / "overrides.yaml").is_file()
+    )
+
+
+def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
+    """Every job of ``sweep_dir``: its job folders, then the planned grid jobs that have none.
+
+    ``plan`` defaults to the sweep's ``sweep.json``. With a plan, a folder of this command without
+    ``result.json`` is a job that Hydra set up but that never started, and counts as not run (a job
+    that fails before its record starts gets a ``failed`` result from the sweep callback).
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(
             f"no sweep folder at {sweep_dir}; pass the folder of a multirun, "
             "e.g. runs/<experiment>/multirun_<time> (nanogpt-train -m prints it)"
         )
-    folders = [
-        p
-        for p in sweep_dir.iterdir()
-        if p.is_dir() and ((p / RESULT_FILE).is_file() or (p / ".hydra" / "overrides.yaml").is_file())
-    ]
-    if not folders:
+    plan = plan or Plan.load(sweep_dir)
+    folders = [p for p in sweep_dir.iterdir() if is_job_folder(p)]
+    if plan is not None:
+        earlier = set(plan.earlier_jobs)
+        folders = [p for p in folders if (p / RESULT_FILE).is_file() or p.name in earlier]
+    if not folders and plan is None:
         hint = " (that is a single run's folder)" if (sweep_dir / RESULT_FILE).is_file() else ""
         raise FileNotFoundError(
             f"{sweep_dir} holds no job folders{hint}; pass the folder of a multirun, "
             "e.g. runs/<experiment>/multirun_<time>, whose sub-folders are its jobs"
         )
-    return [load_job(p) for p in sorted(folders, key=lambda p: _natural_key(p.name))]
+    jobs = [load_job(p) for p in sorted(folders, key=lambda p: _natural_key(p.name))]
+    if plan is not None and plan.jobs is not None:
+        jobs += _unrun_grid_jobs(jobs, plan)
+    return jobs
+
+
+def _unrun_grid_jobs(jobs: Sequence[Job], plan: Plan) -> list[Job]:
+    # A folder's overrides are the very list the sweeper passed to the launcher, so they identify
+    # the planned job even when hydra.sweep.subdir does not name folders by job number. Counting
+    # (not a set) keeps a grid that repeats a job (seed=1,1) right.
+    ran = Counter(tuple(job.overrides) for job in jobs)
+    unrun = []
+    for number, overrides in enumerate(plan.jobs or []):
+        if ran[tuple(overrides)] > 0:
+            ran[tuple(overrides)] -= 1
+        else:  # named by its job number, which is its folder's name under the default subdir
+            unrun.append(Job(name=str(number), status=plan.unrun_status, overrides=list(overrides)))
+    return unrun
+
+
+def unrun_trials(jobs: Sequence[Job], plan: Plan | None) -> int:
+    """How many of an Optuna command's ``n_trials`` have no job folder of their own."""
+    if plan is None or plan.trials is None:
+        return 0
+    earlier = set(plan.earlier_jobs)
+    started = sum(job.name not in earlier and job.status not in UNRUN for job in jobs)
+    return max(plan.trials - started, 0)
 
 
 def varying_keys(jobs: Sequence[Job]) -> tuple[list[str], dict[str, str]]:
@@ -218,7 +293,12 @@ def seed_statistics(jobs: Sequence[Job]) -> list[ConfigStats]:
 
 
 def _rank(job: Job) -> tuple[Any, ...]:
-    return (not job.scored, job.best_val_loss if job.scored else 0.0, _natural_key(job.name))
+    unrun = job.status in UNRUN
+    return (unrun, not job.scored, job.best_val_loss if job.scored else 0.0, _natural_key(job.name))
+
+
+def _status(status: str) -> str:
+    return {"never_ran": "never ran", "pending": "still to run"}.get(status, status)
 
 
 def _fmt(value: float | int | None, digits: int) -> str:
@@ -249,35 +329,40 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-def render(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
+def render(sweep_dir: Path, jobs: Sequence[Job], plan: Plan | None = None) -> tuple[str, str, str | None]:
     """The report as Markdown, the jobs as CSV, and the seed statistics as CSV (or None)."""
     jobs = sorted(jobs, key=_rank)
     varying, common = varying_keys(jobs)
-    counts = {s: sum(j.status == s for j in jobs) for s in ("completed", "interrupted", "failed", "running")}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    md = [f"# Sweep report: {sweep_dir}", "", f"{len(jobs)} jobs: {summary}. Sorted by best val/loss.", ""]
+    counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
+    trials_left = unrun_trials(jobs, plan)
+    if trials_left:
+        counts[plan.unrun_status] += trials_left
+    summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items() if n)
+    head = f"{sum(counts.values())} jobs planned" if plan is not None else f"{len(jobs)} jobs"
+    md = [f"# Sweep report: {sweep_dir}", "", f"{head}: {summary}. Sorted by best val/loss.", ""]
     if common:
         md += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in common.items()), ""]
 
     header = ["rank", "job", *varying, "best val/loss", "val/bleu", "steps", "wall time (s)", "status"]
     rows, csv_rows = [], []
     for i, job in enumerate(jobs, 1):
+        rank = "" if job.status in UNRUN else str(i)  # unrun jobs come last
         values = [job.params.get(k, "") for k in varying]
         rows.append(
             [
-                str(i),
+                rank,
                 job.name,
                 *map(_short, values),
                 _fmt(job.best_val_loss, 4),
                 _fmt(job.val_bleu, 2),
                 _fmt(job.step, 0),
                 _fmt(job.wall_time_s, 1),
-                job.status,
+                _status(job.status),
             ]
         )
         csv_rows.append(
             [
-                i,
+                rank,
                 job.name,
                 *values,
                 job.best_val_loss,
@@ -295,11 +380,12 @@ def render(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
 
     failed = [j for j in jobs if j.status in ("failed", "interrupted")]
     if failed:
+        kinds = {j.status for j in failed}
+        title = "Failed and interrupted jobs" if len(kinds) > 1 else f"{kinds.pop().capitalize()} jobs"
         md += (
-            ["## Failed jobs", ""]
-            + [f"- `{_label(j, varying)}` ({j.status}): {j.error}" for j in failed]
-            + [""]
+            [f"## {title}", ""] + [f"- `{_label(j, varying)}` ({j.status}): {j.error}" for j in failed] + [""]
         )
+    md += _unrun_section(jobs, varying, plan, trials_left)
 
     seeds_csv = None
     stats = seed_statistics(jobs)
@@ -343,6 +429,32 @@ def render(sweep_dir: Path, jobs: Sequence[Job]) -> tuple[str, str, str | None]:
     return "\n".join(md), jobs_csv, seeds_csv
 
 
+def _unrun_section(jobs: Sequence[Job], varying: list[str], plan: Plan | None, trials_left: int) -> list[str]:
+    unrun = [j for j in jobs if j.status in UNRUN]
+    if plan is None or not (unrun or trials_left):
+        return []
+    never = plan.unrun_status == "never_ran"
+    if trials_left and never:
+        text = (
+            f"{trials_left} of {plan.trials} trials never ran: the sweep stopped before them. "
+            f"Running the same command again continues the study with another {plan.trials} trials."
+        )
+    elif trials_left:
+        text = f"{trials_left} of {plan.trials} trials are still to run."
+    elif never:
+        text = (
+            "The sweep stopped before these jobs started (it was interrupted, or stopped at a job's "
+            "error). Each one runs alone as `nanogpt-train` with its overrides (the overrides column "
+            "of report.csv)."
+        )
+    else:
+        text = "The sweep runs these jobs next."
+    md = ["## Never ran" if never else "## Still to run", "", text, ""]
+    if unrun:
+        md += [*(f"- `{_label(j, varying)}`" for j in unrun), ""]
+    return md
+
+
 def _label(job: Job, varying: list[str]) -> str:
     values = " ".join(f"{k}={job.params[k]}" for k in varying if k in job.params)
     return f"{job.name}: {values}" if values else job.name
@@ -353,12 +465,12 @@ def write_report(sweep_dir: str | os.PathLike) -> Path:
     from nanogpt.runs.plots import plot_sweep  # matplotlib only when a report is written
 
     sweep_dir = Path(sweep_dir)
-    jobs = find_jobs(sweep_dir)
-    md, jobs_csv, seeds_csv = render(sweep_dir, jobs)
+    plan = Plan.load(sweep_dir)
+    jobs = find_jobs(sweep_dir, plan)
+    md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan)
     varying, _ = varying_keys(jobs)
-    plot_sweep(
-        {_label(j, varying): j.val_curve for j in jobs}, sweep_dir / "val_loss.png", title=str(sweep_dir)
-    )
+    curves = {_label(j, varying): j.val_curve for j in jobs if j.status not in UNRUN}
+    plot_sweep(curves, sweep_dir / "val_loss.png", title=str(sweep_dir))
     write_atomically(sweep_dir / "report.csv", jobs_csv)
     if seeds_csv is not None:
         write_atomically(sweep_dir / "seeds.csv", seeds_csv)

@@ -8,28 +8,50 @@
 - refuses trainers that start several processes per job: Lightning's ``ddp`` launcher re-runs the
   whole command in its child processes, which under ``-m`` re-runs the sweep, and under Optuna
   gives the ranks of one job different hyperparameters;
-- creates the sweep folder, where Optuna's SQLite study lives.
+- creates the sweep folder, where Optuna's SQLite study lives, and writes the sweep's plan into it
+  (``sweep.json``, :class:`~nanogpt.runs.report.Plan`): a grid's jobs, or Optuna's trial count.
 
-After every job, and at the end, it rewrites the sweep report (:mod:`nanogpt.runs.report`), so a sweep
-whose job failed (Hydra then stops with that job's error) still leaves a report that shows it.
+After every job, and when the sweep ends, it rewrites the sweep report (:mod:`nanogpt.runs.report`),
+which names the planned jobs that never ran.
+
+An interrupted job does not end like a failed one. Hydra catches only ``Exception`` around the task
+function (``hydra/core/utils.py::run_job``), and an interrupt leaves ``train`` as a ``SystemExit``
+(Lightning's ``SIGTERMException``; Ctrl-C becomes ``SystemExit(1)``) or a ``KeyboardInterrupt``:
+Hydra then calls neither ``on_job_end`` nor ``on_multirun_end``, skips the remaining jobs and lets
+the exit code through. So the final report is also written at interpreter exit (``atexit``), which
+runs for every exception that ends the process. A SIGTERM while no job trains (between jobs, or while
+one sets up its data and model) would kill the process at once, leaving no report; from the start of
+the sweep it raises Lightning's ``SIGTERMException`` instead. Inside ``fit`` Lightning's own SIGTERM
+handling takes over, and stops the job at the end of its step.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import logging
+import os
+import signal
+import socket
+import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import ConfigCompositionException, HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nanogpt.runs.report import write_report
+from nanogpt.runs import RESULT_FILE
+from nanogpt.runs.record import write_result
+from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +96,58 @@ def _candidates(override: Override) -> list[str]:
     return list(override.sweep_string_iterator())
 
 
+def sweep_overrides(config: DictConfig) -> list[Override]:
+    """The sweep's overrides as its sweeper reads them: ``hydra.sweeper.params``, then the command line."""
+    # the command line comes last so that it wins: the order both sweepers use
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    # with Hydra's config loader, as the sweepers parse them, glob(...) can list a group's options
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
+    return OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid sweeper
+
+
+def grid_jobs(overrides: list[Override]) -> list[list[str]]:
+    """A grid's jobs as Hydra's basic sweeper numbers them, each as the overrides its folder records.
+
+    The product of every override's values, the last varying fastest; a key given twice keeps its
+    first place and its last values.
+    """
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        choices = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
+        values[key] = [f"{key}={value}" for value in choices]
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def plan_sweep(config: DictConfig) -> Plan | None:
+    """What this sweep will run: a grid's jobs in job-number order, or Optuna's number of trials.
+
+    ``None`` for other sweepers, whose plan is not known in advance.
+    """
+    sweeper = config.hydra.sweeper
+    process = {"host": socket.gethostname(), "pid": os.getpid()}
+    if sweeper.get("_target_") == BASIC_SWEEPER:
+        return Plan(jobs=grid_jobs(sweep_overrides(config)), **process)
+    if sweeper.get("n_trials") is not None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        earlier = (
+            sorted(p.name for p in sweep_dir.iterdir() if is_job_folder(p)) if sweep_dir.is_dir() else []
+        )
+        return Plan(trials=int(sweeper.n_trials), earlier_jobs=earlier, **process)
+    return None
+
+
 def check_sweep(config: DictConfig) -> DictConfig:
     """Compose one job per value of every swept parameter; return the first job's config.
 
     Raises Hydra's own composition error (unknown key, unknown config option, bad value) naming
     the parameter, before any job starts.
     """
-    # the sweeper's params, then the command line, which wins: the order both sweepers use
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
-    overrides = OverridesParser.create().parse_overrides(arguments)
+    overrides = sweep_overrides(config)
     first = {o.get_key_element(): f"{o.get_key_element()}={_candidates(o)[0]}" for o in overrides}
     trials: list[tuple[str | None, dict[str, str]]] = [(None, first)]
     for o in overrides:
@@ -108,7 +172,16 @@ def check_sweep(config: DictConfig) -> DictConfig:
 
 
 class SweepCallback(Callback):
-    """Check a multirun before it starts; write its report after every job and at the end."""
+    """Check a multirun before it starts; write its report after every job and when it ends.
+
+    See the module docstring for how an interrupted sweep still gets its final report.
+    """
+
+    def __init__(self) -> None:
+        self._config: DictConfig | None = None  # set while a sweep runs
+        self._sweep_dir = Path()
+        self._plan: Plan | None = None
+        self._previous_sigterm: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -119,23 +192,110 @@ class SweepCallback(Callback):
             # Hydra turns a callback's exception into a warning and carries on, which would start
             # the sweep anyway; exiting is the one way to stop it before its first job.
             raise SystemExit(f"Error: {err}\n(checked before the first job; nothing was run)") from None
+        self._config = config
+        self._sweep_dir = Path(config.hydra.sweep.dir)
         # Optuna opens its SQLite file here before any job has made the folder.
-        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        self._sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._plan = self._write_plan(config)
+        atexit.register(self._on_exit)
+        try:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: SIGTERM keeps its default, and kills at once
+            self._previous_sigterm = None
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN:
-            self._report(config, final=False)
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        if job_return.status == JobStatus.FAILED:
+            self._record_early_failure(config, job_return)
+        self._report(config, final=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish()
         self._report(config, final=True)
 
+    def _on_exit(self) -> None:
+        """At interpreter exit after an interrupt or error that skipped ``on_multirun_end``."""
+        if self._config is None:
+            return
+        config = self._config
+        self._finish()
+        path = self._report(config, final=False)
+        if path is not None:
+            # print, not log: the interrupted job's logging setup, with its train.log, is still in place
+            print(
+                f"sweep report: {path} (nanogpt-report {config.hydra.sweep.dir} rewrites it)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # Inside fit, Lightning's handler runs first and calls this one too: SIGTERM is then no
+        # longer this handler alone, and Lightning stops the job at the end of its step.
+        if signal.getsignal(signal.SIGTERM) != self._on_sigterm:
+            return
+        print("\nSIGTERM: stopping the sweep", file=sys.stderr, flush=True)
+        # a SIGTERMException, so the run's record and train.main see a SIGTERM, with the code the
+        # shell expects, so that it exits 143 even when no job is running
+        raise SIGTERMException(128 + signal.SIGTERM)
+
+    def _finish(self) -> None:
+        """Mark the sweep ended in its plan, so its unrun jobs read as never ran; drop the hooks."""
+        self._config = None
+        atexit.unregister(self._on_exit)
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_sigterm or signal.SIG_DFL)
+        if self._plan is not None:
+            self._plan.ended = True
+            try:
+                self._plan.save(self._sweep_dir)
+            except OSError as err:
+                log.warning("could not mark the sweep ended in %s: %s", self._sweep_dir / PLAN_FILE, err)
+
+    def _write_plan(self, config: DictConfig) -> Plan | None:
+        stale = self._sweep_dir / PLAN_FILE  # an earlier command's plan in a reused folder
+        try:
+            plan = plan_sweep(config)
+            if plan is None:
+                stale.unlink(missing_ok=True)
+            else:
+                plan.save(self._sweep_dir)
+            return plan
+        except Exception as err:  # the report then lists the jobs that ran, as without a plan
+            log.warning("could not write the plan of the sweep in %s: %s", self._sweep_dir, err)
+            return None
+
     @staticmethod
-    def _report(config: DictConfig, final: bool) -> None:
+    def _record_early_failure(config: DictConfig, job_return: JobReturn) -> None:
+        # A job that failed before train() opened its RunRecord leaves no result.json; without one,
+        # the report would take it for a job that the sweep set up but stopped before it started.
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if (job_dir / RESULT_FILE).is_file():
+            return
+        try:
+            error: Any = job_return.return_value  # a failed job's return value raises its exception
+        except Exception as err:
+            error = err
+        try:
+            write_result(
+                job_dir,
+                {
+                    "status": "failed",
+                    "overrides": list(job_return.overrides or []),
+                    "error": f"{type(error).__name__}: {error}",
+                },
+            )
+        except OSError as err:
+            log.warning("could not record the failure of %s: %s", job_dir, err)
+
+    @staticmethod
+    def _report(config: DictConfig, final: bool) -> Path | None:
         sweep_dir = Path(OmegaConf.select(config, "hydra.sweep.dir"))
         try:
             path = write_report(sweep_dir)
         except Exception as err:  # a report is never worth failing a job over
             log.warning("could not write the sweep report of %s: %s", sweep_dir, err)
-            return
+            return None
         if final:
             log.info("sweep report: %s (nanogpt-report %s rewrites it)", path, sweep_dir)
+        return path
