@@ -23,7 +23,7 @@ from nanogpt.checkpoint import read_checkpoint
 from nanogpt.devices import check_trainer_fits_machine
 from nanogpt.train import train
 
-from .conftest import TINY, compose_train
+from .conftest import TINY, compose_train, run_cli
 
 
 def metrics_rows(run: Path) -> list[dict[str, str]]:
@@ -261,14 +261,7 @@ def test_an_interrupted_run_saves_its_step_and_says_how_to_resume(tmp_path, text
     command = shlex.split(result["resume"])
     assert command[0] == "nanogpt-train" and command[-1] == f"ckpt_path={run}"
 
-    resumed = subprocess.run(
-        [str(Path(sys.executable).with_name("nanogpt-train")), *command[1:]],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_cli("nanogpt-train", command[1:], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (second,) = [p for p in (tmp_path / "runs" / "sig").iterdir() if p != run]
     final = json.loads((second / "result.json").read_text())
@@ -320,15 +313,8 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
     assert json.loads((run / "result.json").read_text())["status"] == "running"  # a report says failed
     (orphan,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")  # the cut-short write, in its own folder
-    resumed = subprocess.run(
-        [str(Path(sys.executable).with_name("nanogpt-train")), *cli_args(tmp_path, text_path)]
-        + ["trainer.max_steps=12", f"ckpt_path={run}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [*cli_args(tmp_path, text_path), "trainer.max_steps=12", f"ckpt_path={run}"]
+    resumed = run_cli("nanogpt-train", args, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not orphan.exists()  # resuming the run cleaned it up
 
