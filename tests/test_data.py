@@ -330,6 +330,8 @@ def test_gpt2_tokenizer_round_trips():
     assert tok.vocab_size == 50257 and len(ids) < len(text)
     assert tok.decode(ids) == text
     assert tokenizer_from_meta(tok.meta()).encode(text) == ids
+    # an id of a padded vocabulary (50304 for experiment=shakespeare) has no text: it reads as U+FFFD
+    assert tok.decode([*ids[:3], 50300, *ids[3:]]) == tok.decode(ids[:3]) + "\ufffd" + tok.decode(ids[3:])
 
 
 def test_gpt2_data_prepares(tmp_path, text_path):

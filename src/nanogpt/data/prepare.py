@@ -33,11 +33,12 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from nanogpt.data.tokenizer import TOKENIZERS, build_tokenizer
+from nanogpt.data.tokenizer import build_tokenizer, check_tokenizer_name
 from nanogpt.files import pid_alive, write_atomically
 
 FORMAT_VERSION = 2  # 2: one folder per text, named by its md5; uint32 tokens when uint16 is too small
@@ -89,19 +90,42 @@ def _source(data_dir: Path, path: str | os.PathLike | None, url: str | None, md5
     return source
 
 
-def _chunks(source: Path, digest: hashlib._Hash | None = None) -> Iterator[str]:
-    """The text of ``source`` in pieces of about ``CHUNK_BYTES``, as ``bytes.decode`` reads it (no newline
-    translation); feeds the raw bytes to ``digest`` on the way."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def text_chunks(
+    source: Path, digest: hashlib._Hash | None = None, errors: str = "strict", size: int | None = None
+) -> Iterator[str]:
+    """The text of ``source`` in pieces of about ``size`` bytes (``CHUNK_BYTES``), as ``bytes.decode``
+    reads it (no newline translation); feeds the raw bytes to ``digest`` on the way.
+
+    A byte that is not UTF-8 raises a ``ValueError`` naming the file and its offset, unless
+    ``errors="replace"`` (``data.errors=replace``) turns it into U+FFFD.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
+    offset = 0  # bytes of the file before the current block
     with source.open("rb") as f:
-        while block := f.read(CHUNK_BYTES):
+        while block := f.read(size or CHUNK_BYTES):
             if digest is not None:
                 digest.update(block)
-            yield decoder.decode(block)
-    yield decoder.decode(b"", final=True)
+            pending = len(decoder.getstate()[0])  # an incomplete character from the last block
+            try:
+                yield decoder.decode(block)
+            except UnicodeDecodeError as err:
+                at = offset - pending + err.start
+                raise ValueError(
+                    f"{source} is not UTF-8 text: the byte at offset {at:,} is not UTF-8 (a binary "
+                    "file?). Convert the file to UTF-8, leave it out of "
+                    "data.source, or pass data.errors=replace to read such bytes as U+FFFD"
+                ) from None
+            offset += len(block)
+    try:
+        yield decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"{source} is not UTF-8 text: it ends in the middle of a character, at byte {offset:,}. "
+            "Convert the file to UTF-8, or pass data.errors=replace"
+        ) from None
 
 
-def _file_md5(source: Path) -> str:
+def file_md5(source: Path) -> str:
     digest = hashlib.md5()
     with source.open("rb") as f:
         while block := f.read(CHUNK_BYTES):
@@ -114,9 +138,8 @@ def corpus_name(tokenizer: str, source_md5: str, val_fraction: float) -> str:
     return f"{tokenizer}-{source_md5[:12]}-val{float(val_fraction)!r}-v{FORMAT_VERSION}"
 
 
-def _check_options(tokenizer: str, val_fraction: float) -> None:
-    if tokenizer not in TOKENIZERS:  # also keeps the folder name a plain name
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; use data.tokenizer=char or data.tokenizer=gpt2")
+def check_options(tokenizer: str, val_fraction: float) -> None:
+    check_tokenizer_name(tokenizer)  # also keeps the folder name a plain name
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
 
@@ -155,7 +178,7 @@ def read_meta(corpus_dir: str | os.PathLike) -> dict:
     return {**meta, "corpus_dir": str(folder)}
 
 
-def _checked(folder: Path, source_md5: str) -> dict:
+def checked_meta(folder: Path, source_md5: str) -> dict:
     meta = read_meta(folder)
     if meta["source_md5"] != source_md5:  # two texts whose md5s share the 12 hex digits of the name
         raise ValueError(
@@ -189,19 +212,19 @@ def find_corpus(
 
     For processes that must use the folder another one prepared (DDP ranks other than local rank 0).
     """
-    _check_options(tokenizer, val_fraction)
+    check_options(tokenizer, val_fraction)
     data_dir = Path(data_dir)
     source = Path(path).expanduser() if path is not None else data_dir / "input.txt"
     if not source.is_file():
         raise FileNotFoundError(f"no text at {source}; call prepare_data() (or prepare_corpus) first")
-    source_md5 = _file_md5(source)
+    source_md5 = file_md5(source)
     folder = data_dir / corpus_name(tokenizer, source_md5, val_fraction)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"{source} is not prepared: no folder {folder}. Call prepare_data() first; under DDP local "
             "rank 0 prepares it, so every rank on a machine must see the same data.data_dir"
         )
-    return _checked(folder, source_md5)
+    return checked_meta(folder, source_md5)
 
 
 def prepare_corpus(
@@ -218,34 +241,31 @@ def prepare_corpus(
     checked against ``md5``) when missing. ``meta["corpus_dir"]`` is the prepared folder; it is
     built only when missing, and safe to build from several processes at once.
     """
-    _check_options(tokenizer, val_fraction)
+    check_options(tokenizer, val_fraction)
     data_dir = Path(data_dir)
     source = _source(data_dir, path, url, md5)
-    source_md5 = _file_md5(source)
+    source_md5 = file_md5(source)
     folder = data_dir / corpus_name(tokenizer, source_md5, val_fraction)
     remove_dead_preparations(data_dir)
     if not folder.is_dir():
         _build(source, source_md5, folder, tokenizer, val_fraction)
-    return _checked(folder, source_md5)
+    return checked_meta(folder, source_md5)
 
 
 def _scan(source: Path, vocabulary: bool) -> tuple[int, set[str]]:
     """The text's length in characters and, with ``vocabulary``, its distinct characters."""
     n, chars, blank = 0, set(), True
-    try:
-        for chunk in _chunks(source):
-            n += len(chunk)
-            blank = blank and (chunk.isspace() or not chunk)
-            if vocabulary:
-                chars.update(chunk)
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{source} is not UTF-8 text ({err}); convert it to UTF-8") from err
+    for chunk in text_chunks(source):
+        n += len(chunk)
+        blank = blank and (chunk.isspace() or not chunk)
+        if vocabulary:
+            chars.update(chunk)
     if blank:
         raise ValueError(f"the text file {source} is empty; fill it or pass data.path=/path/to/input.txt")
     return n, chars
 
 
-def _bpe_cut(text: str) -> int:
+def bpe_cut(text: str) -> int:
     """The last index ``i`` at which GPT-2's BPE of ``text[:i]`` plus that of ``text[i:]`` is the BPE
     of ``text``; 0 when there is none.
 
@@ -282,19 +302,14 @@ def _pieces(chunks: Iterable[str], n_train: int, cut: Callable[[str], int]) -> I
 def _build(source: Path, source_md5: str, folder: Path, kind: str, val_fraction: float) -> None:
     n_chars, chars = _scan(source, vocabulary=kind == "char")
     tok = build_tokenizer(kind, chars)
-    dtype = np.dtype(np.uint16 if tok.vocab_size <= 2**16 else np.uint32)
+    dtype = token_dtype(tok.vocab_size)
     # Split the text, not the tokens, so char and BPE runs see the same held-out passage.
     n_train = int(n_chars * (1.0 - val_fraction))
-    cut = _bpe_cut if kind == "gpt2" else len
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # named for its owner, so that a later preparation can tell a killed one from one under way
-    owner = f"pid{os.getpid()}.{socket.gethostname()}"
-    tmp = folder.parent / f".preparing-{folder.name}.{secrets.token_hex(4)}.{owner}"
-    tmp.mkdir()  # not mkdtemp: its 0700 would make the renamed folder private to this user
-    try:
+    cut = len if kind == "char" else bpe_cut  # BPE pieces never straddle a cut
+    with publishing(folder) as tmp:
         counts, digest = [0, 0], hashlib.md5()
         with open(tmp / "train.bin", "wb") as train, open(tmp / "val.bin", "wb") as val:
-            for split, text in _pieces(_chunks(source, digest), n_train, cut):
+            for split, text in _pieces(text_chunks(source, digest), n_train, cut):
                 ids = np.asarray(tok.encode(text), dtype=dtype)
                 (train, val)[split].write(ids.tobytes())
                 counts[split] += ids.size
@@ -314,7 +329,28 @@ def _build(source: Path, source_md5: str, folder: Path, kind: str, val_fraction:
             "dtype": dtype.name,
             "tokenizer": tok.meta(),
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # the rename below publishes it
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # the rename publishes it
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 token files while the vocabulary fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+@contextmanager
+def publishing(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to build it in, renamed to ``folder`` when the block ends.
+
+    A failure removes it. When another process published ``folder`` first, this copy is discarded
+    and theirs is used. A kill leaves the temporary folder, named for its owner's pid and host, for
+    :func:`remove_dead_preparations`.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    owner = f"pid{os.getpid()}.{socket.gethostname()}"
+    tmp = folder.parent / f".preparing-{folder.name}.{secrets.token_hex(4)}.{owner}"
+    tmp.mkdir()  # not mkdtemp: its 0700 would make the renamed folder private to this user
+    try:
+        yield tmp
         try:
             os.rename(tmp, folder)  # atomic, and fails when the folder exists (and is not empty)
         except OSError:

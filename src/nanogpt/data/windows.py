@@ -30,6 +30,10 @@ def check_split_fits(meta: dict, split: str, block_size: int) -> None:
         )
 
 
+def _open(path: str, dtype: str) -> np.ndarray:
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
 def _windows(data: np.ndarray, offsets: np.ndarray, block_size: int) -> Batch:
     idx = offsets[:, None] + np.arange(block_size + 1)  # (B, T+1)
     w = torch.from_numpy(data[idx].astype(np.int64))  # (B, T+1)
@@ -65,13 +69,16 @@ class TrainWindows(IterableDataset):
         self.start_batch = start_batch
 
     def __iter__(self) -> Iterator[Batch]:
-        data = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        high = len(data) - self.block_size  # the last start that still leaves room for the target
+        high = len(_open(self.bin_path, self.dtype)) - self.block_size  # the last start with a target
         i = self.start_batch + worker
         while True:
             rng = np.random.default_rng([self.seed, self.rank, i])
+            # mapped anew for each batch, as nanoGPT does: the pages one map has touched count as this
+            # process's memory until it is dropped, so one map held for the whole run would grow
+            # towards the size of train.bin
+            data = _open(self.bin_path, self.dtype)
             yield _windows(data, rng.integers(0, high, size=self.batch_size), self.block_size)
             i += num_workers
 
@@ -114,8 +121,7 @@ class EvalWindows(IterableDataset):
         return rng.integers(0, high, size=self.num_batches * self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        data = np.memmap(self.bin_path, dtype=self.dtype, mode="r")
-        offsets = self._offsets(len(data))
+        offsets = self._offsets(len(_open(self.bin_path, self.dtype)))
         batches = [offsets[i : i + self.batch_size] for i in range(0, len(offsets), self.batch_size)]
         for chunk in batches[self.rank :: self.world_size]:
-            yield _windows(data, chunk, self.block_size)
+            yield _windows(_open(self.bin_path, self.dtype), chunk, self.block_size)  # see TrainWindows
