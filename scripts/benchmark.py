@@ -44,14 +44,15 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from nanogpt.data import EvalWindows, TrainWindows, prepare_corpus
+    from nanogpt.data import EvalWindows, TrainWindows
+    from nanogpt.data.sources import prepare_data_group
     from nanogpt.model import GPT, GPTConfig
     from nanogpt.schedule import warmup_cosine_factor
 
     cfg = compose(overrides)
     d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
     torch.manual_seed(cfg.seed)
-    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
+    meta = prepare_data_group(d)
     fields = {k: v for k, v in m.items() if k != "vocab_size"}
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
     # the optimizer nanogpt-train builds: the optimizer group's AdamW over the model's parameter groups
@@ -107,13 +108,14 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     """Mean cross-entropy over every token of the val split, in non-overlapping windows."""
     import torch
 
-    from nanogpt.data import EvalWindows, prepare_corpus
+    from nanogpt.data import EvalWindows
+    from nanogpt.data.sources import prepare_data_group
     from nanogpt.model import GPT, GPTConfig
 
     cfg = compose(overrides)
     d = cfg.data
     # the runs prepared this text already, so this only finds and checks its folder
-    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
+    meta = prepare_data_group(d)
     fields = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
     model.load_state_dict(state_dict)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint, run_checkpoint
-from nanogpt.data.prepare import prepare_corpus
+from nanogpt.data.sources import prepare_data_group
 from nanogpt.data.windows import EvalWindows, check_split_fits
 from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu, split_tokens
 from nanogpt.metrics.bpc import bpc_per_nat
@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
 
     # the data group's corpus options; the model decides the window length
     d = cfg.data
-    meta = prepare_corpus(d.data_dir, d.path, d.url, d.md5, d.tokenizer, d.val_fraction)
+    meta = prepare_data_group(d)
     corpus_dir = Path(meta["corpus_dir"])
     if meta["tokenizer"] != hparams["tokenizer"]:
         data_kind, ckpt_kind = meta["tokenizer"]["kind"], hparams["tokenizer"]["kind"]

@@ -9,6 +9,7 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 from nanogpt.data.prepare import find_corpus, prepare_corpus
+from nanogpt.data.sources import find_source, prepare_source
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.data.windows import EvalWindows, TrainWindows, check_split_fits
 from nanogpt.options import positive_int
@@ -24,7 +25,12 @@ class TextDataModule(L.LightningDataModule):
         data_dir: folder holding ``input.txt`` (or a download of it) and one prepared folder per text.
         path: the text to train on; defaults to ``data_dir/input.txt``.
         url, md5: where to download ``input.txt`` from when it is missing, and its checksum.
-        tokenizer: ``char`` or ``gpt2``.
+        source: instead of ``path``, any corpus prepared through ``datasets``: files, folders, globs,
+            ``hf:<name or save_to_disk folder>`` (see :mod:`nanogpt.data.sources`).
+        text_column, split: the column holding the text, and the split, of a dataset ``source``.
+        errors: ``strict``, or ``replace`` to read bytes that are not UTF-8 as U+FFFD (``source``).
+        num_proc: tokenizing processes for ``source``; ``None``: one per core.
+        tokenizer: ``char``, ``gpt2``, or another tiktoken encoding by name (with ``source``).
         block_size: tokens per window (the model's context).
         batch_size: windows per batch, per device.
         eval_batches: validation batches per evaluation; ``None`` scores the whole val split.
@@ -39,6 +45,11 @@ class TextDataModule(L.LightningDataModule):
         path: str | os.PathLike | None = None,
         url: str | None = None,
         md5: str | None = None,
+        source: str | None = None,
+        text_column: str = "text",
+        split: str = "train",
+        errors: str = "strict",
+        num_proc: int | None = None,
         tokenizer: str = "char",
         val_fraction: float = 0.1,
         block_size: int = 256,
@@ -57,6 +68,11 @@ class TextDataModule(L.LightningDataModule):
         self.path = path
         self.url = url
         self.md5 = md5
+        self.source = source
+        self.text_column = text_column
+        self.split = split
+        self.errors = errors
+        self.num_proc = num_proc
         self.tokenizer_kind = tokenizer
         self.val_fraction = val_fraction
         self.block_size = block_size
@@ -68,16 +84,31 @@ class TextDataModule(L.LightningDataModule):
         self._meta: dict | None = None
 
     def prepare_data(self) -> None:
-        self._meta = prepare_corpus(
-            self.data_dir, self.path, self.url, self.md5, self.tokenizer_kind, self.val_fraction
-        )
+        if self.source is not None:
+            self._meta = prepare_source(self.data_dir, self.source, num_proc=self.num_proc, **self._source())
+        else:
+            self._meta = prepare_corpus(
+                self.data_dir, self.path, self.url, self.md5, self.tokenizer_kind, self.val_fraction
+            )
+
+    def _source(self) -> dict:
+        return {
+            "tokenizer": self.tokenizer_kind,
+            "val_fraction": self.val_fraction,
+            "text_column": self.text_column,
+            "split": self.split,
+            "errors": self.errors,
+        }
 
     @property
     def meta(self) -> dict:
         """The prepared folder's checked ``meta.json``, plus ``corpus_dir``."""
         if self._meta is None:
             # Another process (DDP local rank 0) prepared the folder: find it by the text's md5.
-            self._meta = find_corpus(self.data_dir, self.path, self.tokenizer_kind, self.val_fraction)
+            if self.source is not None:
+                self._meta = find_source(self.data_dir, self.source, **self._source())
+            else:
+                self._meta = find_corpus(self.data_dir, self.path, self.tokenizer_kind, self.val_fraction)
         return self._meta
 
     @property
