@@ -108,6 +108,26 @@ def cfg_tiny(cfg_tiny_global: DictConfig, text_path: Path, tmp_path: Path) -> Di
     return cfg
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random Hugging Face GPT-2 (GPT-2's vocabulary, 2 layers, 32 wide, context 64), as
+    ``save_pretrained`` writes it: what ``model.init_from=<folder>`` reads, without any download."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    # weights 5x GPT-2's init (0.02), so its activations are large enough that the exact GELU would
+    # move the logits by ~3e-4 relative, which parity tests at 1e-4 then see (0.02: ~4e-6)
+    config = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257, initializer_range=0.1
+    )
+    with torch.random.fork_rng():  # leave the tests' global RNG as it was
+        torch.manual_seed(0)
+        model = transformers.GPT2LMHeadModel(config)
+    path = tmp_path_factory.mktemp("tiny_gpt2")
+    model.save_pretrained(path)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slow`` tests run with NANOGPT_RUN_SLOW=1 (as in CI) or ``-m slow``; ``gpu`` tests need CUDA."""
     import torch

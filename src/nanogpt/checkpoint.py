@@ -148,7 +148,8 @@ def resume_checkpoint(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> 
             f"ckpt_path={path} holds weights but no training state (optimizer, step), so training "
             "cannot continue from it; pass <run>/checkpoints/last.ckpt"
         )
-    saved = ckpt["hyper_parameters"]["model"]
+    # through GPTConfig, so a field added since the checkpoint was written compares as its default
+    saved = dataclasses.asdict(GPTConfig(**ckpt["hyper_parameters"]["model"]))
     wanted = dataclasses.asdict(model_config)
     # dropout does not change the weights' shapes; resuming with another one is a choice
     diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v and k != "dropout"}

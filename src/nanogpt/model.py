@@ -28,6 +28,9 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2; False is slightly faster
     tie_weights: bool = True  # share the token embedding with the output head, as in GPT-2
+    # "tanh": the tanh approximation GPT-2 was trained with (Hugging Face's gelu_new), so OpenAI's
+    # weights give their own logits; "none" is the exact erf GELU of nanoGPT
+    gelu_approximate: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -41,6 +44,11 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(
+                f"model.gelu_approximate must be none (exact GELU) or tanh (GPT-2's approximation), got "
+                f"{self.gelu_approximate!r}; set model.gelu_approximate=none or model.gelu_approximate=tanh"
+            )
 
 
 class KVCache:
@@ -108,7 +116,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -25,6 +25,7 @@ from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_c
 from nanogpt.devices import check_trainer_fits_machine
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
+from nanogpt.hf_gpt2 import init_from_pretrained
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
 from nanogpt.loop import lightning_val_check_interval
@@ -60,7 +61,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("matmul_precision"):
             torch.set_float32_matmul_precision(cfg.matmul_precision)
 
+        # model.init_from: the shape is the pretrained checkpoint's, and so are the weights unless resuming
+        pretrained = init_from_pretrained(cfg) if cfg.model.get("init_from") else None
         fields = OmegaConf.to_container(cfg.model, resolve=True)
+        fields.pop("init_from", None)  # where the weights start from, not part of the architecture
         vocab_size = fields.pop("vocab_size", None)
         # Validate the shape options before any data work; the vocabulary comes from the data later.
         model_config = GPTConfig(**fields, vocab_size=vocab_size or 1)
@@ -87,6 +91,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
             compile=cfg.get("compile", False),
         )
+        if pretrained is not None:
+            module.model.load_state_dict(pretrained)
+            del pretrained  # the checkpoint's copy; the model now holds the weights
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         trainer = instantiate(
             cfg.trainer,

@@ -1,0 +1,139 @@
+"""``nanogpt-export``: write a trained checkpoint as a Hugging Face GPT-2 folder.
+
+The folder is what ``save_pretrained`` writes (``config.json``, ``model.safetensors``), so
+``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads it. A GPT-2 BPE model also gets
+its tokenizer files (``vocab.json``, ``merges.txt``) for ``AutoTokenizer``; any other tokenizer is
+described in ``nanogpt_tokenizer.json`` and the folder's ``README.md`` says how to use it.
+
+The folder is built under a temporary name beside ``out_dir`` and renamed into place when complete,
+so a failed export leaves no half-written folder, and an existing one is replaced only with
+``overwrite=true``.
+
+``export(cfg)`` is the whole job and is what tests call; ``main`` is the console script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from nanogpt import CONFIG_DIR
+from nanogpt.checkpoint import load_checkpoint
+from nanogpt.data import Tokenizer
+from nanogpt.errors import user_errors_in_one_line
+from nanogpt.hf_gpt2 import hf_model_from_gpt, write_gpt2_tokenizer
+from nanogpt.model import GPT
+
+TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
+
+
+def refuse_existing(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that holds files, unless ``overwrite``; a file there is always refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"out_dir={out_dir} is a file; pass out_dir=/path/to/a/new/folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"out_dir={out_dir} already holds files, which the export would replace; pass a new "
+            "out_dir, or overwrite=true to replace that folder"
+        )
+
+
+def readme(ckpt_path: str, meta: dict) -> str:
+    """The exported folder's README.md: where it came from and how to read its tokens."""
+    lines = [
+        "# A nanogpt model in Hugging Face GPT-2 format",
+        "",
+        f"Exported by `nanogpt-export` from `{ckpt_path}`. Load it with",
+        "`transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        "",
+    ]
+    if meta["kind"] == "gpt2":
+        lines += ["Its tokenizer is GPT-2's BPE: `AutoTokenizer.from_pretrained(<this folder>)` loads it."]
+    elif meta["kind"] == "char":
+        lines += [
+            "Its tokenizer is **not** GPT-2's BPE, and `AutoTokenizer` cannot load it: it is nanogpt's own",
+            f"character vocabulary, one token per character, in `{TOKENIZER_FILE}` (token `i` is",
+            "`vocab[i]`). Encode and decode with it like this:",
+            "",
+            "```python",
+            "import json",
+            "",
+            "import torch",
+            "from transformers import AutoModelForCausalLM",
+            "",
+            'folder = "<this folder>"',
+            "model = AutoModelForCausalLM.from_pretrained(folder)",
+            f'vocab = json.load(open(f"{{folder}}/{TOKENIZER_FILE}"))["vocab"]',
+            "stoi = {ch: i for i, ch in enumerate(vocab)}",
+            'ids = torch.tensor([[stoi[ch] for ch in "ROMEO:"]])  # every character must be in vocab',
+            "out = model.generate(ids, max_new_tokens=200, do_sample=True, top_k=50)",
+            'print("".join(vocab[i] for i in out[0].tolist()))',
+            "```",
+        ]
+    else:
+        lines += [
+            f"Its tokenizer is described in `{TOKENIZER_FILE}` (`{json.dumps(meta)}`);",
+            "`AutoTokenizer` cannot load it. For a tiktoken encoding:",
+            "`tiktoken.get_encoding(name).encode_ordinary(text)`.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, source: str) -> None:
+    """Write ``model`` and ``tokenizer`` (read from checkpoint ``source``) into the empty ``folder``."""
+    meta = tokenizer.meta()
+    bpe = meta["kind"] == "gpt2"
+    hf = hf_model_from_gpt(model, tokenizer.vocab_size, eos_token_id=tokenizer.eot_token if bpe else None)
+    # safetensors, not pickle: loading it runs no code (transformers 5 writes nothing else)
+    hf.save_pretrained(folder, safe_serialization=True)
+    if bpe:
+        write_gpt2_tokenizer(folder, model_max_length=model.config.block_size)
+    else:
+        (folder / TOKENIZER_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
+    (folder / "README.md").write_text(readme(source, meta))
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write ``cfg.ckpt_path`` as a Hugging Face GPT-2 folder at ``cfg.out_dir``; return the folder."""
+    if not cfg.get("out_dir"):
+        raise ValueError("no out_dir given; pass out_dir=/path/to/new/folder")
+    out_dir = Path(cfg.out_dir).expanduser().absolute()
+    refuse_existing(out_dir, cfg.get("overwrite", False))
+    model, tokenizer, _ = load_checkpoint(cfg.get("ckpt_path"), "cpu")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # beside out_dir, so the rename into place stays on one file system; mkdir (unlike mkdtemp)
+    # gives the folder the user's usual permissions
+    name = f".{out_dir.name}.{secrets.token_hex(4)}.pid{os.getpid()}.{socket.gethostname()}"
+    tmp, old = out_dir.parent / f"{name}.tmp", out_dir.parent / f"{name}.old.tmp"
+    tmp.mkdir()
+    try:
+        write_folder(tmp, model, tokenizer, str(cfg.ckpt_path))
+        if out_dir.exists():  # empty, or overwrite=true: set it aside until the new one is in place
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out_dir.exists():  # put the old folder back
+            old.rename(out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    with user_errors_in_one_line():
+        out_dir = export(cfg)
+        files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
+        print(f"wrote {out_dir}: {files}")
+
+
+if __name__ == "__main__":
+    main()

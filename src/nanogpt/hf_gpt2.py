@@ -1,0 +1,325 @@
+"""GPT-2 checkpoints of Hugging Face ``transformers``, in (``model.init_from``) and out (``nanogpt-export``).
+
+Our :class:`~nanogpt.model.GPT` and ``transformers``' ``GPT2LMHeadModel`` are one architecture, and
+nanoGPT named its weights after Hugging Face's, so a state dict converts key for key. What differs:
+
+- HF's ``Conv1D`` stores a weight as (in, out), the transpose of ``nn.Linear``'s (out, in): the
+  attention's ``c_attn`` and ``c_proj`` and the MLP's ``c_fc`` and ``c_proj``;
+- HF's GPT-2 always has biases; a model of ours trained with ``bias=False`` exports zero ones;
+- GPT-2 was trained with the tanh approximation of GELU (HF's ``gelu_new``), ours defaults to the
+  exact one: ``GPTConfig.gelu_approximate`` says which, and travels to HF as ``activation_function``.
+
+``transformers`` is an optional extra (``pip install 'nanogpt[hf]'``), imported only by the functions
+that need it, so neither ``import nanogpt`` nor a run without ``init_from`` pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from nanogpt.model import GPT
+
+if TYPE_CHECKING:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+log = logging.getLogger(__name__)
+
+# OpenAI's four checkpoints on the Hugging Face hub (under their canonical ids), with their shapes as
+# nanoGPT's GPT.from_pretrained lists them: a config can be checked, and a run resumed, offline.
+GPT2_HUB_IDS = {
+    "gpt2": "openai-community/gpt2",  # 124M parameters
+    "gpt2-medium": "openai-community/gpt2-medium",  # 350M
+    "gpt2-large": "openai-community/gpt2-large",  # 774M
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
+}
+GPT2_SHAPES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
+}
+GPT2_COMMON = dict(block_size=1024, vocab_size=50257, bias=True, tie_weights=True, gelu_approximate="tanh")
+
+# The GPTConfig fields a pretrained checkpoint fixes; dropout stays the user's choice.
+SHAPE_FIELDS = (
+    *("n_layer", "n_head", "n_embd", "block_size", "vocab_size"),  # the weights' shapes
+    *("bias", "tie_weights", "gelu_approximate"),  # and GPT-2's maths: biases, tied embeddings, tanh GELU
+)
+
+# weights HF keeps as Conv1D, (in, out): transposed against our nn.Linear's (out, in)
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# the rows of these are tokens: the export keeps the tokenizer's, dropping our padding rows
+VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
+
+# HF activation_function -> GPTConfig.gelu_approximate (gelu_new and gelu_pytorch_tanh are one function)
+ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+# GPT-2's BPE files as tiktoken downloads and caches them (tiktoken_ext/openai_public.py, gpt2()):
+# its encoder.json is Hugging Face's vocab.json and its vocab.bpe is merges.txt.
+GPT2_BPE_FILES = {
+    "vocab.json": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    "merges.txt": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+}
+
+LOCAL_FOLDER_FIX = (
+    "model.init_from=/path/to/folder, a folder written by save_pretrained. Make one where there is "
+    'network: python -c "from transformers import GPT2LMHeadModel; GPT2LMHeadModel.from_pretrained('
+    "'openai-community/gpt2').save_pretrained('gpt2-local')\""
+)
+
+
+def import_transformers() -> Any:
+    """The ``transformers`` package, or an error saying how to install the optional extra."""
+    try:
+        import transformers
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "GPT-2 checkpoints (model.init_from, nanogpt-export) need Hugging Face transformers, an "
+            "optional extra: pip install 'nanogpt[hf]'"
+        ) from err
+    return transformers
+
+
+def checkpoint_folder(init_from: str) -> Path:
+    """The local checkpoint folder ``init_from`` names; an error for a name that is neither one."""
+    path = Path(init_from).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model.init_from={init_from} is a folder without config.json; pass a folder that "
+                "save_pretrained wrote (config.json and model.safetensors), or a name: "
+                + ", ".join(GPT2_HUB_IDS)
+            )
+        return path
+    if os.sep in init_from or init_from.startswith((".", "~")):
+        raise FileNotFoundError(f"model.init_from={init_from}: no folder there; pass {LOCAL_FOLDER_FIX}")
+    raise ValueError(
+        f"model.init_from={init_from!r} is neither a GPT-2 checkpoint nor a folder; pass one of "
+        + ", ".join(f"model.init_from={name}" for name in GPT2_HUB_IDS)
+        + ", or model.init_from=/path/to/folder (a folder written by save_pretrained)"
+    )
+
+
+def config_from_hf(hf_config: GPT2Config, source: str) -> dict[str, Any]:
+    """The :data:`SHAPE_FIELDS` of our GPTConfig for a Hugging Face GPT-2 config.
+
+    A GPT-2 variant our model cannot reproduce exactly (another activation, MLP width, LayerNorm
+    epsilon or attention scaling) is refused rather than loaded into slightly different maths.
+    """
+    c = hf_config
+    if getattr(c, "model_type", None) != "gpt2":
+        raise ValueError(
+            f"model.init_from={source} holds a {getattr(c, 'model_type', '?')!r} model, not GPT-2; "
+            "pass a GPT-2 checkpoint (" + ", ".join(GPT2_HUB_IDS) + ", or a folder of one)"
+        )
+    unsupported = []
+    if c.activation_function not in ACTIVATIONS:
+        ours = ", ".join(ACTIVATIONS)
+        unsupported.append(f"activation_function={c.activation_function!r} (we have {ours})")
+    if c.n_inner not in (None, 4 * c.n_embd):
+        unsupported.append(f"n_inner={c.n_inner} (our MLP is 4 * n_embd = {4 * c.n_embd} wide)")
+    if not math.isclose(c.layer_norm_epsilon, 1e-5):
+        unsupported.append(f"layer_norm_epsilon={c.layer_norm_epsilon} (ours is 1e-5)")
+    if not c.scale_attn_weights or c.scale_attn_by_inverse_layer_idx:
+        unsupported.append("attention scaled other than by 1/sqrt(head size)")
+    if c.add_cross_attention:
+        unsupported.append("cross-attention")
+    if unsupported:
+        raise ValueError(
+            f"model.init_from={source} is a GPT-2 variant nanogpt's model cannot reproduce: "
+            + "; ".join(unsupported)
+            + ". Pass a standard GPT-2 checkpoint"
+        )
+    return dict(
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        block_size=c.n_positions,
+        vocab_size=c.vocab_size,
+        bias=True,  # HF's GPT-2 always has biases
+        tie_weights=c.tie_word_embeddings,
+        gelu_approximate=ACTIVATIONS[c.activation_function],
+    )
+
+
+def pretrained_shape(init_from: str) -> dict[str, Any]:
+    """The :data:`SHAPE_FIELDS` that checkpoint ``init_from`` fixes, without loading its weights.
+
+    A GPT-2 name needs no network (its shape is known); a folder needs only its ``config.json``.
+    """
+    if init_from in GPT2_SHAPES:
+        return {**GPT2_SHAPES[init_from], **GPT2_COMMON}
+    folder = checkpoint_folder(init_from)
+    return config_from_hf(import_transformers().AutoConfig.from_pretrained(folder), init_from)
+
+
+def use_pretrained_shape(model_cfg: DictConfig, shape: dict[str, Any]) -> None:
+    """Set ``model_cfg``'s shape fields to the checkpoint's ``shape``; refuse one set otherwise.
+
+    A field left null (as in ``configs/model/gpt2_pretrained.yaml``) takes the checkpoint's value; a
+    value that differs from it would not fit the weights, so the error names the override to drop.
+    """
+    init_from = model_cfg.init_from
+    asked = {k: model_cfg.get(k) for k in SHAPE_FIELDS}
+    conflicts = {k: v for k, v in asked.items() if v is not None and v != shape[k]}
+    if conflicts:
+        overrides = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in conflicts.items())
+        has = ", ".join(f"{k}={hydra_value(shape[k])}" for k in conflicts)
+        raise ValueError(
+            f"model.init_from={init_from} fixes the model's shape to the checkpoint's ({has}), but the "
+            f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
+            "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
+        )
+    with open_dict(model_cfg):
+        for k in SHAPE_FIELDS:
+            model_cfg[k] = shape[k]
+    log.info(
+        "model.init_from=%s: the model's shape is the checkpoint's: %s",
+        init_from,
+        ", ".join(f"{k}={hydra_value(shape[k])}" for k in SHAPE_FIELDS),
+    )
+
+
+def hydra_value(value: Any) -> str:
+    """``value`` as a command-line override spells it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_gpt2_tokenizer(tokenizer: str | None, init_from: str) -> None:
+    """Refuse to pair GPT-2's weights with a tokenizer other than the BPE they were trained on."""
+    if tokenizer != "gpt2":
+        raise ValueError(
+            f"model.init_from={init_from} starts from GPT-2's weights, which read GPT-2 BPE tokens, but "
+            f"data.tokenizer={tokenizer}; pass data.tokenizer=gpt2 (e.g. data=shakespeare_gpt2)"
+        )
+
+
+def load_hf_gpt2(init_from: str) -> GPT2LMHeadModel:
+    """``GPT2LMHeadModel.from_pretrained`` for a GPT-2 name or folder, with errors that name the fix."""
+    transformers = import_transformers()
+    source = GPT2_HUB_IDS.get(init_from) or checkpoint_folder(init_from)
+    try:
+        return transformers.GPT2LMHeadModel.from_pretrained(source)
+    except OSError as err:
+        if isinstance(source, Path):  # a local folder that is not a complete checkpoint
+            raise FileNotFoundError(
+                f"model.init_from={init_from} could not be loaded ({err}); pass a folder that "
+                "save_pretrained wrote, with config.json and model.safetensors"
+            ) from err
+        # offline (HF_HUB_OFFLINE=1 or no network) and not in the cache
+        raise FileNotFoundError(
+            f"model.init_from={init_from}: could not download {source} from the Hugging Face hub and no "
+            f"copy is in its cache (no network?). Pass {LOCAL_FOLDER_FIX}"
+        ) from err
+
+
+def state_dict_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``GPT2LMHeadModel`` state dict in our GPT's keys and layouts (views, no copies)."""
+    return {k: v.t() if k.endswith(CONV1D_WEIGHTS) else v for k, v in hf_state.items()}
+
+
+def init_from_pretrained(cfg: DictConfig) -> dict[str, torch.Tensor] | None:
+    """Apply ``model.init_from``: ``cfg.model`` takes the checkpoint's shape; return its weights.
+
+    The config is checked first, without downloading anything. The weights come in our keys, for
+    ``GPT.load_state_dict``, and are loaded before any data work, so a missing download fails at
+    once. A resumed run (``ckpt_path`` set) gets its weights from its own checkpoint: nothing is
+    downloaded, and ``None`` is returned.
+    """
+    init_from = str(cfg.model.init_from)
+    check_gpt2_tokenizer(cfg.data.get("tokenizer"), init_from)
+    shape = pretrained_shape(init_from)
+    use_pretrained_shape(cfg.model, shape)
+    if cfg.get("ckpt_path"):
+        return None
+    hf = load_hf_gpt2(init_from)
+    assert config_from_hf(hf.config, init_from) == shape, f"{init_from}'s config is not {shape}"
+    log.info("model.init_from=%s: starting from its pretrained weights", init_from)
+    return state_dict_from_hf(hf.state_dict())
+
+
+def hf_config_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None) -> GPT2Config:
+    """The Hugging Face GPT-2 config of our ``model``, with its vocabulary cut to ``vocab_size``."""
+    c = model.config
+    return import_transformers().GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=c.block_size,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_inner=None,  # 4 * n_embd, as ours
+        activation_function="gelu_new" if c.gelu_approximate == "tanh" else "gelu",
+        resid_pdrop=c.dropout,
+        embd_pdrop=c.dropout,
+        attn_pdrop=c.dropout,
+        layer_norm_epsilon=1e-5,  # nn.LayerNorm's default, which ours uses
+        tie_word_embeddings=c.tie_weights,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+    )
+
+
+def hf_model_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None = None) -> GPT2LMHeadModel:
+    """Our ``model`` as a ``GPT2LMHeadModel`` whose logits over the first ``vocab_size`` tokens are ours.
+
+    The rows past ``vocab_size`` (the tokenizer's size) are our padding for faster matmuls: no token
+    has them, no target ever was one, so they are dropped and the folder's vocabulary matches its
+    tokenizer, as Hugging Face's tools expect. A model without biases gets zero ones.
+    """
+    if vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"a {vocab_size}-token vocabulary does not fit a {model.config.vocab_size}-row model"
+        )
+    hf = import_transformers().GPT2LMHeadModel(hf_config_from_gpt(model, vocab_size, eos_token_id))
+    ours = dict(model.state_dict())
+    with torch.no_grad():
+        for name, tensor in hf.state_dict().items():  # views of hf's parameters: copy_ writes into them
+            if name not in ours:
+                assert name.endswith(".bias") and not model.config.bias, f"no weight of ours for {name}"
+                tensor.zero_()
+                continue
+            value = ours.pop(name)
+            if name.endswith(CONV1D_WEIGHTS):
+                value = value.t()
+            if name in VOCAB_ROWS:
+                value = value[:vocab_size]
+            tensor.copy_(value)
+    assert not ours, f"weights of ours with no place in GPT2LMHeadModel: {sorted(ours)}"
+    return hf.eval()
+
+
+def write_gpt2_tokenizer(folder: Path, model_max_length: int) -> None:
+    """Write GPT-2's BPE tokenizer into ``folder`` (beside its ``config.json``) for ``AutoTokenizer``.
+
+    The files are tiktoken's own: read from its cache (``TIKTOKEN_CACHE_DIR``) or downloaded once,
+    and checked against their hashes.
+    """
+    from tiktoken.load import read_file_cached
+
+    for name, (url, sha256) in GPT2_BPE_FILES.items():
+        try:
+            data = read_file_cached(url, sha256)
+        except Exception as err:  # tiktoken raises plain requests errors when it cannot download
+            raise FileNotFoundError(
+                f"GPT-2's BPE file {url.rsplit('/', 1)[1]} (for {name}) is not in tiktoken's cache and "
+                "could not be downloaded (no network?); put it there and set "
+                "TIKTOKEN_CACHE_DIR=/path/to/tiktoken-cache"
+            ) from err
+        (folder / name).write_bytes(data)
+    # Let transformers write its own tokenizer_config.json (and tokenizer.json) for these files.
+    transformers = import_transformers()
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(folder, model_max_length=model_max_length)
+    tokenizer.save_pretrained(folder)

@@ -1,0 +1,270 @@
+"""GPT-2 checkpoints of Hugging Face ``transformers``: ``model.init_from`` in, ``nanogpt-export`` out.
+
+Everything is built in tmp folders from a small random GPT-2 (``tiny_gpt2_dir``) and tiny runs on the
+fixture text; nothing is downloaded. The reference for every logit is ``transformers`` itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nanogpt.checkpoint import load_checkpoint
+from nanogpt.export import export
+from nanogpt.hf_gpt2 import pretrained_shape, use_pretrained_shape
+from nanogpt.train import train
+
+from .conftest import TINY, compose_train, run_cli
+
+transformers = pytest.importorskip("transformers")
+
+# the tiny trainer settings, with the model group left to each run
+TRAINER = [o for o in TINY if not o.startswith("model=")]
+SAMPLE = "ROMEO: But, soft! what light through yonder window breaks?\nJULIET: O Romeo, Romeo!"
+
+
+def run_cfg(overrides: list[str], text_path: Path, folder: Path) -> DictConfig:
+    cfg = compose_train(TRAINER + overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(folder / "run")
+        cfg.data.data_dir = str(folder / "data")
+        cfg.data.path = str(text_path)
+    return cfg
+
+
+def finetune_overrides(init_from: Path) -> list[str]:
+    return [
+        "model=gpt2_pretrained",
+        f"model.init_from={init_from}",
+        "data.tokenizer=gpt2",
+        "data.batch_size=4",
+        # greedy BLEU continuations over GPT-2's 50257 tokens cost ~10 s per validation on 2 cores
+        "callbacks.bleu=null",
+    ]
+
+
+def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+def hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(idx).logits
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tiny_gpt2_dir, text_path, tmp_path_factory) -> dict:
+    """One step at lr=0 from the tiny GPT-2: its checkpoint holds exactly the weights init_from loaded."""
+    folder = tmp_path_factory.mktemp("pretrained")
+    overrides = ["optimizer.lr=0", "trainer.max_steps=1", "scheduler.warmup_steps=0"]
+    cfg = run_cfg([*finetune_overrides(tiny_gpt2_dir), *overrides], text_path, folder)
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def finetuned_run(tiny_gpt2_dir, text_path, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("finetuned")
+    overrides = [*finetune_overrides(tiny_gpt2_dir), "trainer.max_steps=20", "trainer.val_check_interval=10"]
+    cfg = run_cfg(overrides, text_path, folder)
+    return {"metrics": train(cfg), "cfg": cfg, "run": folder / "run"}
+
+
+def test_init_from_a_folder_gives_transformers_logits(pretrained_run, tiny_gpt2_dir):
+    model, tokenizer, hparams = load_checkpoint(pretrained_run["best_ckpt"])
+    # the shape, the biases and GPT-2's tanh GELU all came from the checkpoint; dropout is ours
+    saved = hparams["model"]
+    assert (saved["n_layer"], saved["n_head"], saved["n_embd"]) == (2, 2, 32)
+    assert (saved["block_size"], saved["vocab_size"], saved["gelu_approximate"]) == (64, 50257, "tanh")
+    assert tokenizer.meta()["kind"] == "gpt2"
+    idx = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(idx)[0]
+    error = relative_error(ours, hf_logits(tiny_gpt2_dir, idx))
+    assert error < 1e-4, error
+
+
+def test_finetuning_the_pretrained_model_lowers_its_val_loss(pretrained_run, finetuned_run):
+    # pretrained_run's val/loss is the untouched pretrained model's, on the same val windows
+    history = json.loads((finetuned_run["run"] / "result.json").read_text())["history"]["val/loss"]
+    losses = [v for _, v in history]
+    assert losses[-1] < losses[0] < pretrained_run["val/loss"]
+
+
+def test_resuming_a_finetune_takes_the_weights_from_the_checkpoint(finetuned_run, tmp_path, monkeypatch):
+    def no_download(init_from):
+        raise AssertionError(f"resuming loaded {init_from}'s pretrained weights again")
+
+    monkeypatch.setattr("nanogpt.hf_gpt2.load_hf_gpt2", no_download)
+    cfg = copy.deepcopy(finetuned_run["cfg"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "resumed")
+        cfg.ckpt_path = str(finetuned_run["run"])
+        cfg.trainer.max_steps = 24
+    metrics = train(cfg)
+    assert metrics["step"] == 24 and metrics["val/loss"] < finetuned_run["metrics"]["val/loss"] + 0.5
+
+
+def greedy(model: torch.nn.Module, hf_folder: Path, prompt: list[int], n: int) -> tuple[list[int], list[int]]:
+    idx = torch.tensor([prompt])
+    ours = model.generate(idx, n, temperature=0)[0].tolist()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_folder).eval()
+    theirs = hf.generate(
+        idx, attention_mask=torch.ones_like(idx), max_new_tokens=n, do_sample=False, pad_token_id=0
+    )[0].tolist()
+    return ours, theirs
+
+
+def test_export_of_a_bpe_model_loads_in_transformers_with_its_tokenizer(finetuned_run, tmp_path):
+    ckpt = finetuned_run["metrics"]["best_ckpt"]
+    out = export(DictConfig({"ckpt_path": ckpt, "out_dir": str(tmp_path / "hf"), "overwrite": False}))
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", "README.md"} <= files
+    assert not any(name.endswith((".bin", ".pt")) for name in files)  # safetensors only
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
+    assert json.loads((out / "config.json").read_text())["activation_function"] == "gelu_new"
+
+    model, tokenizer, _ = load_checkpoint(ckpt)
+    ids = tokenizer.encode(SAMPLE)
+    # transformers' own GPT-2 tokenizer, from the exported files, agrees with tiktoken's
+    assert transformers.AutoTokenizer.from_pretrained(out).encode(SAMPLE) == ids
+    idx = torch.tensor([ids])
+    with torch.no_grad():
+        ours = model(idx)[0]
+    error = relative_error(ours, hf_logits(out, idx))
+    assert error < 1e-4, error
+    ours, theirs = greedy(model, out, ids[:8], 24)
+    assert ours == theirs
+
+
+@pytest.fixture(scope="module")
+def char_run(text_path, tmp_path_factory) -> dict:
+    """A char model with no biases, untied embeddings and a vocabulary padded past the tokenizer's."""
+    folder = tmp_path_factory.mktemp("char")
+    overrides = [
+        "model=gpt_tiny",
+        "model.bias=false",
+        "model.tie_weights=false",
+        "model.vocab_size=64",
+        "trainer.max_steps=20",
+        "callbacks.bleu=null",
+    ]
+    return train(run_cfg(overrides, text_path, folder))
+
+
+def test_export_of_a_char_model_without_biases_keeps_its_logits(char_run, tmp_path):
+    out = export(DictConfig({"ckpt_path": char_run["best_ckpt"], "out_dir": str(tmp_path / "hf")}))
+    model, tokenizer, _ = load_checkpoint(char_run["best_ckpt"])
+    assert model.config.vocab_size == 64 and tokenizer.vocab_size < 64
+    config = json.loads((out / "config.json").read_text())
+    # the padding rows are cut, so the folder's vocabulary is its tokenizer's
+    assert config["vocab_size"] == tokenizer.vocab_size and config["activation_function"] == "gelu"
+    assert config["tie_word_embeddings"] is False
+    vocab = json.loads((out / "nanogpt_tokenizer.json").read_text())["vocab"]
+    assert vocab == tokenizer.vocab
+    assert "character vocabulary" in (out / "README.md").read_text()
+
+    ids = [vocab.index(ch) for ch in SAMPLE[:32]]
+    idx = torch.tensor([ids])
+    with torch.no_grad():
+        ours = model(idx)[0][..., : tokenizer.vocab_size]
+    error = relative_error(ours, hf_logits(out, idx))
+    assert error < 1e-4, error
+    ours, theirs = greedy(model, out, ids[:6], 20)
+    assert ours == theirs
+
+
+def test_export_refuses_a_folder_with_files_and_leaves_no_half_written_one(char_run, tmp_path, monkeypatch):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    cfg = DictConfig({"ckpt_path": char_run["best_ckpt"], "out_dir": str(out), "overwrite": False})
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        export(cfg)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    # a failure halfway through overwrite=true keeps the old folder and leaves no temporary one
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("nanogpt.export.write_folder", fail)
+    cfg.overwrite = True
+    with pytest.raises(OSError, match="disk full"):
+        export(cfg)
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    monkeypatch.undo()
+    export(cfg)
+    assert "notes.txt" not in {p.name for p in out.iterdir()} and (out / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+@pytest.mark.parametrize(
+    "override, error, match",
+    [
+        ({"model.init_from": "gpt3"}, ValueError, r"init_from='gpt3'.*model.init_from=gpt2-medium.*folder"),
+        ({"model.n_layer": 4}, ValueError, r"n_layer=12.*Drop the override model.n_layer=4, or set it"),
+        ({"data.tokenizer": "char"}, ValueError, r"read GPT-2 BPE tokens.*data.tokenizer=gpt2"),
+        ({"model.init_from": "./no/such/folder"}, FileNotFoundError, r"no folder there.*save_pretrained"),
+    ],
+)
+def test_bad_init_from_fails_before_any_work_with_the_fix(override, error, match, text_path, tmp_path):
+    # model.init_from=gpt2 needs no download to be checked: its shape is known
+    values = {"model.init_from": "gpt2", "data.tokenizer": "gpt2", **override}
+    cfg = run_cfg(["model=gpt2_pretrained", *(f"{k}={v}" for k, v in values.items())], text_path, tmp_path)
+    with pytest.raises(error, match=match):
+        train(cfg)
+    assert not (tmp_path / "data").exists()  # it failed before preparing the data
+
+
+# nanoGPT's config/finetune_shakespeare.py (with its train.py defaults for what that file leaves out)
+NANOGPT_FINETUNE_SHAKESPEARE = {
+    "model.init_from": "gpt2",  # nanoGPT's is gpt2-xl; the comment in the experiment says how to pick it
+    "model.dropout": 0.0,
+    "model.block_size": 1024,
+    "data.tokenizer": "gpt2",
+    "data.batch_size": 1,
+    "data.eval_batches": 40,  # eval_iters
+    "trainer.accumulate_grad_batches": 32,
+    "trainer.max_steps": 20,
+    "trainer.val_check_interval": 5,
+    "trainer.gradient_clip_val": 1.0,
+    "optimizer.lr": 3e-5,
+    "optimizer.betas": [0.9, 0.95],
+    "optimizer.weight_decay": 0.1,
+    "callbacks.last_checkpoint": None,  # always_save_checkpoint=False: only best.ckpt, when val improves
+}
+
+
+def test_finetune_shakespeare_composes_to_nanogpts_recipe():
+    cfg = compose_train(["experiment=finetune_shakespeare"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = "."
+    use_pretrained_shape(cfg.model, pretrained_shape(cfg.model.init_from))
+    composed = {key: OmegaConf.select(cfg, key) for key in NANOGPT_FINETUNE_SHAKESPEARE}
+    composed["optimizer.betas"] = list(composed["optimizer.betas"])
+    assert composed == NANOGPT_FINETUNE_SHAKESPEARE
+    assert not cfg.get("scheduler")  # decay_lr=False: a constant learning rate
+    assert cfg.data.block_size == 1024
+
+
+def test_offline_init_from_a_name_with_no_copy_names_the_local_folder_form(text_path, tmp_path):
+    hf_home = tmp_path / "hf"  # an empty cache
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub")}
+    args = [
+        "experiment=finetune_shakespeare",
+        "trainer.accelerator=cpu",
+        f"data.path={text_path}",
+        f"paths.root_dir={tmp_path}",
+    ]
+    result = run_cli("nanogpt-train", args, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "FileNotFoundError: model.init_from=gpt2" in result.stderr
+    assert "model.init_from=/path/to/folder, a folder written by save_pretrained" in result.stderr
+    assert not (tmp_path / "data").exists()
