@@ -77,6 +77,23 @@ def test_val_check_interval_counts_optimizer_steps_under_accumulation(cfg_tiny):
     assert steps_of(run, "train/loss") == list(range(1, 11))
 
 
+def test_the_progress_bar_shows_the_loss_of_a_step_under_accumulation(cfg_tiny):
+    from tests.test_no_run_harms_another import KeepBar
+
+    cfg = shaped(
+        cfg_tiny, trainer__max_steps=4, trainer__val_check_interval=4, trainer__accumulate_grad_batches=4
+    )
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+        cfg.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
+        cfg.trainer.enable_progress_bar = True
+    train(cfg)
+    rows = metrics_rows(Path(cfg.paths.output_dir))
+    (logged,) = [float(r["train/loss"]) for r in rows if r.get("train/loss") and int(r["step"]) == 4]
+    # Lightning passes the loss divided by accumulate_grad_batches; the bar shows the loss itself
+    assert float(KeepBar.bars[-1]._extra["loss"]) == pytest.approx(logged, rel=0.2)
+
+
 def test_every_file_and_logger_counts_steps_alike(cfg_tiny):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -56,7 +56,9 @@ class StepProgressBar(TQDMProgressBar):
         if bar is None or not self.is_enabled or (step % self.refresh_rate and step != bar.total):
             return
         elapsed = time.perf_counter() - self._t0
-        self._extra = {"loss": f"{outputs['loss'].item():.4f}", "tok/s": f"{self._tokens / elapsed:,.0f}"}
+        # Lightning hands over the loss divided by accumulate_grad_batches (what backward sees)
+        loss = outputs["loss"].item() * trainer.accumulate_grad_batches
+        self._extra = {"loss": f"{loss:.4f}", "tok/s": f"{self._tokens / elapsed:,.0f}"}
         bar.n = step
         bar.set_postfix(self.get_metrics(trainer, pl_module))
 
