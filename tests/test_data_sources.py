@@ -109,6 +109,21 @@ def test_a_saved_dataset_and_a_json_lines_file_train_through_datasets(tmp_path):
     assert both_splits(read_meta(meta_path.parent)) == both_splits(meta)  # the same documents
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_csv_and_parquet_files_go_through_datasets_builders(tmp_path, suffix):
+    docs = [make_text(20, seed=i) for i in range(12)]
+    path = tmp_path / f"docs{suffix}"
+    table = datasets.Dataset.from_dict({"id": list(range(12)), "body": docs})
+    if suffix == ".csv":
+        table.to_csv(str(path), index=False)
+    else:
+        table.to_parquet(str(path))
+    meta = prepare_source(tmp_path / "data", str(path), text_column="body")
+    assert meta["documents"] == 12
+    tok = CharTokenizer(meta["tokenizer"]["vocab"])
+    assert both_splits(meta) == tok.encode("".join(d + "\n\n" for d in docs))
+
+
 def test_the_cache_is_keyed_by_contents_column_and_tokenizer_so_a_second_run_starts_at_once(
     tmp_path, two_files, monkeypatch
 ):

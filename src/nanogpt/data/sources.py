@@ -221,6 +221,8 @@ def _rows(source: Source, cache_dir: Path, tokenizer: str, errors: str, num_proc
     import datasets
 
     if source.text_files:
+        if not any(path.stat().st_size for path in source.text_files):
+            raise ValueError(f"{source.description} holds no text; point data.source at files with text")
         features = datasets.Features({"text": datasets.Value("string"), "doc_end": datasets.Value("bool")})
         try:
             return datasets.Dataset.from_generator(
@@ -315,6 +317,20 @@ def _num_proc(num_proc: int | None, rows: int) -> int:
     return max(1, min(wanted, rows // 64))
 
 
+def _locate(
+    data_dir: str | os.PathLike, source: str, tokenizer: str, val_fraction: float, **options: str
+) -> tuple[Source, str, Path]:
+    """The resolved source, its key (with ``errors``), and the prepared folder it has or will have."""
+    check_options(tokenizer, val_fraction)
+    if options["errors"] not in ("strict", "replace"):
+        raise ValueError(f"data.errors must be strict or replace, got {options['errors']!r}")
+    resolved = resolve_source(source, options["text_column"], options["split"])
+    if not resolved.key:  # a dataset's fingerprint is known once it is open
+        open_dataset(resolved)
+    key = _md5(resolved.key, options["errors"])
+    return resolved, key, Path(data_dir) / corpus_name(tokenizer, key, val_fraction)
+
+
 def prepare_source(
     data_dir: str | os.PathLike,
     source: str,
@@ -329,15 +345,9 @@ def prepare_source(
 
     ``num_proc`` tokenizing processes (``None``: one per core, fewer for a small corpus).
     """
-    check_options(tokenizer, val_fraction)
-    if errors not in ("strict", "replace"):
-        raise ValueError(f"data.errors must be strict or replace, got {errors!r}")
-    data_dir = Path(data_dir)
-    resolved = resolve_source(source, text_column, split)
-    if not resolved.key:  # a dataset's fingerprint is known once it is open
-        open_dataset(resolved)
-    key = _md5(resolved.key, errors)
-    folder = data_dir / corpus_name(tokenizer, key, val_fraction)
+    resolved, key, folder = _locate(
+        data_dir, source, tokenizer, val_fraction, text_column=text_column, split=split, errors=errors
+    )
     remove_dead_preparations(data_dir)
     if not folder.is_dir():
         _build(resolved, key, folder, tokenizer, val_fraction, errors, num_proc)
@@ -354,16 +364,15 @@ def find_source(
     errors: str = "strict",
 ) -> dict:
     """The metadata of an already prepared source; builds nothing (for DDP ranks but local rank 0)."""
-    resolved = resolve_source(source, text_column, split)
-    if not resolved.key:
-        open_dataset(resolved)
-    folder = Path(data_dir) / corpus_name(tokenizer, _md5(resolved.key, errors), val_fraction)
+    _, key, folder = _locate(
+        data_dir, source, tokenizer, val_fraction, text_column=text_column, split=split, errors=errors
+    )
     if not folder.is_dir():
         raise FileNotFoundError(
             f"data.source={source} is not prepared: no folder {folder}. Call prepare_data() first; under "
             "DDP local rank 0 prepares it, so every rank on a machine must see the same data.data_dir"
         )
-    return checked_meta(folder, _md5(resolved.key, errors))
+    return checked_meta(folder, key)
 
 
 def _build(
