@@ -87,6 +87,7 @@ def test_the_progress_bar_shows_the_loss_of_a_step_under_accumulation(cfg_tiny):
         cfg.callbacks.bleu = None
         cfg.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
         cfg.trainer.enable_progress_bar = True
+        cfg.scheduler.warmup_steps = 1
     train(cfg)
     rows = metrics_rows(Path(cfg.paths.output_dir))
     (logged,) = [float(r["train/loss"]) for r in rows if r.get("train/loss") and int(r["step"]) == 4]
