@@ -238,7 +238,8 @@ NANOGPT_FINETUNE_SHAKESPEARE = {
     "optimizer.lr": 3e-5,
     "optimizer.betas": [0.9, 0.95],
     "optimizer.weight_decay": 0.1,
-    "callbacks.last_checkpoint": None,  # always_save_checkpoint=False: only best.ckpt, when val improves
+    # always_save_checkpoint=False: best.ckpt only when val improves; last.ckpt at validations only
+    "callbacks.last_checkpoint.every_n_train_steps": None,
 }
 
 
