@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,18 @@ def test_the_cache_is_keyed_by_contents_column_and_tokenizer_so_a_second_run_sta
     by_a = prepare_source(tmp_path / "data", str(jsonl), text_column="a")
     by_b = prepare_source(tmp_path / "data", str(jsonl), text_column="b")
     assert by_a["corpus_dir"] != by_b["corpus_dir"]
+
+
+def test_a_saved_dataset_saved_again_with_other_rows_is_prepared_anew(tmp_path):
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": [make_text(30, seed=1)]}).save_to_disk(str(saved))
+    first = prepare_source(tmp_path / "data", f"hf:{saved}")
+    assert prepare_source(tmp_path / "data", f"hf:{saved}") == first
+    datasets.Dataset.from_dict({"text": [make_text(30, seed=2)]}).save_to_disk(str(tmp_path / "other"))
+    shutil.rmtree(saved)
+    shutil.move(str(tmp_path / "other"), str(saved))  # the same folder, new contents
+    second = prepare_source(tmp_path / "data", f"hf:{saved}")
+    assert second["corpus_dir"] != first["corpus_dir"] and both_splits(second) != both_splits(first)
 
 
 def test_other_ranks_find_the_prepared_source(tmp_path, two_files):

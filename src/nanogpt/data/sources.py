@@ -177,7 +177,7 @@ def open_dataset(source: Source, cache_dir: Path | None = None) -> Any:
                     + ", ".join(f"data.split={s}" for s in ds)
                 )
             ds = ds[source.split]
-        source.key = _md5("saved", source.split, source.text_column, ds._fingerprint)
+        source.key = _md5("saved", source.split, source.text_column, *_arrow_files(ds))
     else:
         name, config = source.hub
         try:
@@ -188,7 +188,7 @@ def open_dataset(source: Source, cache_dir: Path | None = None) -> Any:
                 f"{source.split}): {type(err).__name__}: {err}. With no network, save it once where there "
                 "is one (datasets.load_dataset(...).save_to_disk('folder')) and pass data.source=hf:folder"
             ) from None
-        source.key = _md5("hub", name, str(config), source.split, source.text_column, ds._fingerprint)
+        source.key = _md5("hub", name, str(config), source.split, source.text_column, *_arrow_files(ds))
     if source.text_column not in ds.column_names:
         raise ValueError(
             f"{source.description} has no column {source.text_column!r}; its columns are "
@@ -196,6 +196,13 @@ def open_dataset(source: Source, cache_dir: Path | None = None) -> Any:
             + f". Pass data.text_column=<one of them> (e.g. data.text_column={ds.column_names[0]})"
         )
     return ds.select_columns([source.text_column])
+
+
+def _arrow_files(ds: Any) -> list[str]:
+    """What identifies a dataset's contents without reading them: its Arrow files' names, sizes and
+    modification times (``datasets`` writes new files for new contents)."""
+    files = [Path(c["filename"]) for c in ds.cache_files]
+    return [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(files)]
 
 
 def _file_rows(files: list[Path], cut_anywhere: bool, errors: str) -> Iterator[dict[str, Any]]:
