@@ -77,6 +77,23 @@ def test_bpe_tokens_of_files_cut_into_pieces_are_those_of_each_whole_file(tmp_pa
     assert meta["val_chars"] == pytest.approx(0.1 * (len(a) + len(b)), rel=0.05)
 
 
+def test_a_file_without_clean_cuts_is_still_read_in_pieces(tmp_path, monkeypatch):
+    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        pytest.skip("set TIKTOKEN_CACHE_DIR to a folder holding GPT-2's BPE files")
+    from nanogpt.data import prepare
+
+    # CRLF line ends: no newline sits between two non-spaces, so no cut is clean
+    text = make_text(400).replace("\n", "\r\n")
+    (tmp_path / "crlf.txt").write_bytes(text.encode())
+    monkeypatch.setattr(sources_module, "PIECE_BYTES", 256)
+    monkeypatch.setattr(prepare, "UNCUT_LIMIT", 2048)  # held at most this long, then cut anyway
+    rows = list(sources_module._file_rows([tmp_path / "crlf.txt"], cut_anywhere=False, errors="strict"))
+    assert len(rows) > 5 and max(len(r["text"]) for r in rows) < 2048 + 256
+    meta = prepare_source(tmp_path / "data", str(tmp_path / "crlf.txt"), tokenizer="gpt2")
+    tok = GPT2Tokenizer()
+    assert tok.decode(both_splits(meta)) == text + "<|endoftext|>"  # every character, in order
+
+
 def test_parallel_and_sharded_tokenization_keeps_the_order(tmp_path, two_files, monkeypatch):
     monkeypatch.setattr(sources_module, "PIECE_BYTES", 64)  # some 470 rows: enough for two processes
     one = prepare_source(tmp_path / "one", str(two_files), num_proc=1)

@@ -43,6 +43,7 @@ from nanogpt.files import pid_alive, write_atomically
 
 FORMAT_VERSION = 2  # 2: one folder per text, named by its md5; uint32 tokens when uint16 is too small
 CHUNK_BYTES = 1 << 20  # how much text is read, decoded and encoded at a time
+UNCUT_LIMIT = 4 << 20  # characters of text held at most while waiting for a clean BPE cut
 _PREPARING = re.compile(r"^\.preparing-.+\.pid(\d+)\.(.+)$")
 
 
@@ -274,11 +275,17 @@ def bpe_cut(text: str) -> int:
     between two non-spaces is its own piece whether or not text follows it. So a cut right after
     such a newline starts a fresh piece on both sides. (Any other newline may belong to a longer
     whitespace piece, whose split the regex's ``\\s+(?!\\S)`` decides by looking past the cut.)
+
+    A text with no such newline in ``UNCUT_LIMIT`` characters (CRLF line ends, one endless line) is
+    cut at its last newline, or at its end: holding it whole would cost memory in proportion to the
+    file, where the cut may change a token or two.
     """
     i = len(text) - 1
     while (i := text.rfind("\n", 1, i)) > 0:
         if not text[i - 1].isspace() and not text[i + 1].isspace():
             return i + 1
+    if len(text) > UNCUT_LIMIT:
+        return text.rfind("\n") + 1 or len(text)
     return 0
 
 
