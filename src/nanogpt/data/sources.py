@@ -73,6 +73,7 @@ class Source:
     hub: tuple[str, str | None] | None = None  # (name, config) on the Hugging Face Hub
     split: str = "train"
     text_column: str = "text"
+    dataset: Any = field(default=None, repr=False)  # once opened: the key needs it, and so does the build
 
 
 def _md5(*parts: str) -> str:
@@ -152,7 +153,12 @@ def _hf_source(name: str, text_column: str, split: str) -> Source:
 
 
 def open_dataset(source: Source, cache_dir: Path | None = None) -> Any:
-    """The source as a ``datasets.Dataset`` of documents in its ``text_column``; fills in its key."""
+    """The source as a ``datasets.Dataset`` of documents in its ``text_column``; fills in its key.
+
+    Opened once: a second call returns the same dataset.
+    """
+    if source.dataset is not None:
+        return source.dataset
     import datasets
 
     if source.builder is not None:
@@ -195,7 +201,8 @@ def open_dataset(source: Source, cache_dir: Path | None = None) -> Any:
             + ", ".join(ds.column_names)
             + f". Pass data.text_column=<one of them> (e.g. data.text_column={ds.column_names[0]})"
         )
-    return ds.select_columns([source.text_column])
+    source.dataset = ds.select_columns([source.text_column])
+    return source.dataset
 
 
 def _arrow_files(ds: Any) -> list[str]:
