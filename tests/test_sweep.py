@@ -16,11 +16,13 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import Plan, find_jobs, mean_ci, seed_statistics, write_report
+from nanogpt.runs.report import Plan, find_jobs, is_job_folder, mean_ci, seed_statistics, write_report
 from nanogpt.runs.report import main as report_main
-from nanogpt.runs.sweep import SweepCallback, check_single_process, plan_sweep, processes_per_job
+from nanogpt.runs.sweep import SweepCallback, plan_sweep, processes_per_job, sweep_strategy
 
 from .conftest import SEARCHED_KEYS, TINY, run_cli
+from .rank_probe import PROBE, read_ranks
+from .rank_probe import ROOT as PROBE_ROOT
 from .test_loop import start
 
 # the tiny recipe, shortened: a job trains for 10 steps, validates twice and scores BLEU on 4 prompts
@@ -123,12 +125,87 @@ def test_an_unknown_option_of_a_swept_group_fails_before_any_job(tmp_path, text_
     assert sweep_dirs(tmp_path, "typo") == []
 
 
-def test_a_multi_process_trainer_is_refused_under_multirun(tmp_path, text_path):
-    # Lightning's ddp launcher would re-run the whole sweep in its child processes
-    result = sweep(tmp_path, text_path, "name=ddp", "trainer=ddp_cpu", "optimizer.lr=1e-3,3e-3")
+def test_a_grid_sweep_on_two_processes_gives_every_rank_its_jobs_hyperparameters(tmp_path, text_path):
+    # trainer=ddp_cpu re-runs the command in its second rank; under -m each job starts it in-process
+    args = ["name=ddp", "trainer=ddp_cpu", "optimizer.lr=1e-3,3e-3", "callbacks.bleu=null", *PROBE]
+    result = run_cli(
+        "nanogpt-train",
+        ["-m", *SWEEP, f"data.path={text_path}", *args],
+        cwd=tmp_path,
+        timeout=600,
+        env={"PYTHONPATH": PROBE_ROOT},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (root,) = sweep_dirs(tmp_path, "ddp")
+    jobs = sorted(p for p in root.iterdir() if is_job_folder(p))
+    assert [p.name for p in jobs] == ["0", "1"]  # the sweep ran once: no rank re-ran it
+    for job, lr in zip(jobs, [1e-3, 3e-3], strict=True):
+        ranks = read_ranks(job)
+        assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
+        assert len({r["pid"] for r in ranks}) == 2
+        assert "this job starts its ranks with trainer.strategy=ddp_spawn" in (job / "train.log").read_text()
+        assert all(r["lr"] == pytest.approx(lr) for r in ranks)
+        assert ranks[0]["batches"] != ranks[1]["batches"]  # each rank its own windows
+        assert ranks[0]["val_loss"] == ranks[1]["val_loss"]  # one val/loss, averaged over both
+        record = json.loads((job / "result.json").read_text())
+        assert record["status"] == "completed" and record["step"] == 10
+        assert record["best_val_loss"] == pytest.approx(min(ranks[0]["val_loss"]))
+    rows = read_csv(root / "report.csv")
+    assert {r["status"] for r in rows} == {"completed"} and all(float(r["best_val_loss"]) > 0 for r in rows)
+
+
+def test_an_optuna_search_on_two_processes_gives_every_rank_its_trials_parameters(tmp_path, text_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    study = pytest.importorskip("optuna")
+    base = [a for a in SWEEP if not a.startswith(("optimizer.lr=", "scheduler.warmup_steps="))]
+    args = [
+        "name=search",
+        "hparams_search=shakespeare_optuna",
+        "hydra.sweeper.n_trials=2",
+        "model.n_embd=choice(32,64)",
+        "model.n_layer=choice(1,2)",
+        "scheduler.decay_steps=1000",
+        "trainer=ddp_cpu",
+        "callbacks.bleu=null",
+        *PROBE,
+    ]
+    result = run_cli(
+        "nanogpt-train",
+        ["-m", *base, f"data.path={text_path}", *args],
+        cwd=tmp_path,
+        timeout=600,
+        env={"PYTHONPATH": PROBE_ROOT},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path / "runs" / "search" / "optuna_search"
+    trials = study.load_study(study_name="search", storage=f"sqlite:///{root / 'optuna.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    assert all(len(t.values) == 1 for t in trials)  # one value per trial, not one per rank
+    jobs = sorted(
+        (p for p in root.iterdir() if is_job_folder(p)), key=lambda p: int(p.name.rsplit("_", 1)[1])
+    )
+    assert len(jobs) == 2
+    for job, trial in zip(jobs, trials, strict=True):
+        ranks = read_ranks(job)
+        assert [r["rank"] for r in ranks] == [0, 1]
+        for r in ranks:  # both ranks trained with this trial's suggestions
+            assert r["lr"] == pytest.approx(trial.params["optimizer.lr"])
+            assert r["weight_decay"] == pytest.approx(trial.params["optimizer.weight_decay"])
+            assert r["model"]["n_embd"] == trial.params["model.n_embd"]
+            assert r["model"]["n_layer"] == trial.params["model.n_layer"]
+            assert r["model"]["dropout"] == pytest.approx(trial.params["model.dropout"])
+        record = json.loads((job / "result.json").read_text())
+        assert trial.value == pytest.approx(record["best_val_loss"])
+
+
+def test_what_cannot_run_under_multirun_is_refused_before_the_first_job(tmp_path, text_path):
+    # two machines need a cluster launcher: this process cannot start the other machine's ranks
+    result = sweep(
+        tmp_path, text_path, "name=nodes", "trainer=ddp_cpu", "trainer.num_nodes=2", "optimizer.lr=1e-3,3e-3"
+    )
     assert result.returncode != 0
-    assert "starts 2 processes per job" in result.stderr
-    assert sweep_dirs(tmp_path, "ddp") == []
+    assert "trainer.num_nodes=2 machines" in result.stderr and "submitit_slurm" in result.stderr
+    assert sweep_dirs(tmp_path, "nodes") == []
 
 
 def test_processes_per_job_reads_devices_and_nodes():
@@ -141,9 +218,26 @@ def test_processes_per_job_reads_devices_and_nodes():
     assert processes(devices=[0, 1]) == 2
     assert processes(devices="0,1,2") == 3
     assert processes(devices="auto") == 1  # one CPU device
-    check_single_process(1)
-    with pytest.raises(ValueError, match=r"strategy=ddp starts 4 processes per job.*trainer.devices=1"):
-        check_single_process(4, "ddp")
+
+
+def test_sweep_strategy_keeps_what_is_safe_and_refuses_what_is_not():
+    def strategy(launched_outside: bool = False, **trainer):
+        return sweep_strategy(OmegaConf.create({"accelerator": "cpu", **trainer}), launched_outside)
+
+    assert strategy(devices=1, strategy="ddp") is None  # one process: nothing to launch
+    assert strategy(devices=2, strategy="ddp") == "ddp_spawn"
+    assert strategy(devices=2) == "ddp_spawn"  # Lightning's auto is ddp for several devices
+    assert (
+        strategy(devices=2, strategy="ddp_find_unused_parameters_true")
+        == "ddp_spawn_find_unused_parameters_true"
+    )
+    assert strategy(devices=2, strategy="ddp_spawn") is None
+    # torchrun or SLURM started the ranks: each is this job already
+    assert strategy(True, devices=2, num_nodes=2, strategy="ddp") is None
+    with pytest.raises(ValueError, match=r"trainer.strategy=fsdp starts 2 processes per job by re-running"):
+        strategy(devices=2, strategy="fsdp")
+    with pytest.raises(ValueError, match=r"num_nodes=2 machines.*hydra/launcher=submitit_slurm"):
+        strategy(devices=2, num_nodes=2, strategy="ddp")
 
 
 def test_optuna_sweep_resumes_its_study_from_sqlite(tmp_path, text_path):

@@ -31,7 +31,7 @@ from nanogpt.loggers import build_loggers
 from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.runs.record import RunRecord, interrupted_by
-from nanogpt.runs.sweep import check_single_process
+from nanogpt.runs.sweep import processes_start_outside, sweep_strategy
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if pretrained is not None:
             module.model.load_state_dict(pretrained)
             del pretrained  # the checkpoint's copy; the model now holds the weights
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            strategy = sweep_strategy(cfg.trainer, launched_outside=processes_start_outside())
+            if strategy is not None:
+                log.info(
+                    "trainer.strategy=%s under nanogpt-train -m: Lightning's ddp launcher would re-run the "
+                    "whole sweep in every rank, so this job starts its ranks with trainer.strategy=%s",
+                    cfg.trainer.get("strategy") or "auto",
+                    strategy,
+                )
+                cfg.trainer.strategy = strategy
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         trainer = instantiate(
             cfg.trainer,
@@ -102,8 +112,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             val_check_interval=lightning_val_check_interval(cfg.trainer),
         )
         record.watch(trainer)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            check_single_process(trainer.world_size, cfg.trainer.get("strategy"))
 
         # The last step before fit(), which closes the loggers itself, even when it fails: a W&B
         # run started here and left open would be reused by the next job of a sweep.

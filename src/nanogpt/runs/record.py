@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -67,7 +68,10 @@ def write_result(run_dir: str | os.PathLike, result: dict[str, Any]) -> Path:
 
 def task_overrides() -> list[str]:
     """The command-line (or sweep) overrides of this job, as Hydra recorded them."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    if not HydraConfig.initialized():
+        return []
+    # unresolved: an override's value may be an interpolation (x=${paths.output_dir}), kept as typed
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False))
 
 
 def interrupted_by(error: BaseException | None) -> signal.Signals | None:
@@ -96,6 +100,7 @@ class RunRecord:
         self.cfg = cfg
         self.run_dir = Path(cfg.paths.output_dir)
         self.trainer: L.Trainer | None = None
+        self.spawned_step = 0  # the step reached by ranks that trained in child processes (ddp_spawn)
         self.result: dict[str, Any] = {
             "status": "running",
             "name": cfg.get("name"),
@@ -124,8 +129,9 @@ class RunRecord:
     def complete(self, trainer: L.Trainer) -> dict[str, Any]:
         """Mark the run completed; return its final metrics, step, best val/loss and best checkpoint."""
         self.trainer = trainer
+        self._recover_spawned_ranks(trainer)
         metrics: dict[str, Any] = {k: v.item() for k, v in trainer.callback_metrics.items()}
-        metrics["step"] = trainer.global_step
+        metrics["step"] = max(trainer.global_step, self.spawned_step)
         checkpoint = trainer.checkpoint_callback
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
             metrics["best_val_loss"] = checkpoint.best_model_score.item()
@@ -148,6 +154,11 @@ class RunRecord:
         elif error is not None:
             self.result.update(status="failed", error=f"{type(error).__name__}: {error}")
         self.result["wall_time_s"] = time.time() - self.started
+        if self.trainer is not None and error is not None:
+            try:
+                self._recover_spawned_ranks(self.trainer)
+            except Exception as err:  # the record of a failure must not fail
+                log.warning("could not read the state of the run's ranks from its last.ckpt: %s", err)
         if (self.run_dir / CHECKPOINT_DIR / "last.ckpt").is_file():
             self.result["resume"] = self.resume_command()
         self._write()
@@ -200,10 +211,29 @@ class RunRecord:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.cfg, self.run_dir / "config.yaml", resolve=True)
 
+    def _recover_spawned_ranks(self, trainer: L.Trainer) -> None:
+        """Take back the state of a run whose ranks trained in child processes (``ddp_spawn``).
+
+        This process's trainer then gets only what Lightning hands back (the final metrics and the
+        best checkpoint's path), not the step, the loss history or the best score. The run's newest
+        ``last.ckpt``, written by rank 0 at its last step, holds them all.
+        """
+        last = self.run_dir / CHECKPOINT_DIR / "last.ckpt"
+        if trainer.global_step > 0 or self.spawned_step or not last.is_file():
+            return  # this process trained (or the state is back already)
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        if checkpoint.get("global_step", 0) <= trainer.global_step:
+            return  # this process trained: its own state is the newest
+        self.spawned_step = checkpoint["global_step"]
+        for callback in trainer.callbacks:
+            state = checkpoint.get("callbacks", {}).get(callback.state_key)
+            if state is not None and isinstance(callback, (LossCurves, ModelCheckpoint)):
+                callback.load_state_dict(state)
+
     @rank_zero_only
     def _write(self) -> None:
         if self.trainer is not None:
-            self.result["step"] = self.trainer.global_step
+            self.result["step"] = max(self.trainer.global_step, self.spawned_step)
             curves = next((c for c in self.trainer.callbacks if isinstance(c, LossCurves)), None)
             if curves is not None:
                 self.result["history"] = curves.history

@@ -5,9 +5,11 @@
 - composes one job for every value of every swept parameter (command-line sweeps and
   ``hydra.sweeper.params``), so a misspelt key fails at once with Hydra's own error even for
   sweepers that would otherwise fail at their first trial (Optuna);
-- refuses trainers that start several processes per job: Lightning's ``ddp`` launcher re-runs the
-  whole command in its child processes, which under ``-m`` re-runs the sweep, and under Optuna
-  gives the ranks of one job different hyperparameters;
+- checks the trainer of a job that starts several processes: Lightning's ``ddp`` launcher re-runs
+  the whole command in its child processes, which under ``-m`` would re-run the sweep, and under
+  Optuna give the ranks of one job different hyperparameters. Each job trains with ``ddp_spawn``
+  instead (:func:`sweep_strategy`, applied by ``train``), and what cannot be made correct (several
+  machines without a cluster launcher, FSDP's launcher) is refused before the first job;
 - creates the sweep folder, where Optuna's SQLite study lives, and writes the sweep's plan into it
   (``sweep.json``, :class:`~nanogpt.runs.report.Plan`): a grid's jobs, or Optuna's trial count.
 
@@ -56,16 +58,69 @@ from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
 log = logging.getLogger(__name__)
 
 
-def check_single_process(processes: int, strategy: Any = None) -> None:
-    """Refuse to run a sweep job that would start ``processes`` > 1 training processes."""
-    if processes > 1:
+# Strategies whose launcher re-runs the whole command in each extra rank (Lightning's subprocess
+# script launcher), and the strategy that starts the same ranks in-process instead.
+RERUNNING_DDP = {
+    "ddp": "ddp_spawn",
+    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
+}
+
+
+def processes_start_outside() -> bool:
+    """Whether a cluster launcher (torchrun, SLURM's srun) started this process as one rank of many.
+
+    Lightning then launches nothing itself, so no strategy re-runs the command.
+    """
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    return TorchElasticEnvironment.detect() or (
+        SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    )
+
+
+def sweep_strategy(trainer: DictConfig, launched_outside: bool = False) -> str | None:
+    """The strategy a job of a sweep (``nanogpt-train -m``) trains with, or ``None`` to keep its own.
+
+    A job that starts several processes cannot use a launcher that re-runs the command: under
+    ``-m`` that re-runs the sweep, and under Optuna gives the ranks of one job different
+    hyperparameters. ``ddp`` becomes ``ddp_spawn``, which starts the ranks from inside the job with
+    its own config. What cannot be made correct is refused, with the reason.
+
+    Args:
+        trainer: the job's ``trainer`` config.
+        launched_outside: the ranks were started by torchrun or SLURM (see
+            :func:`processes_start_outside`): every rank is already this job, so nothing changes.
+    """
+    processes = processes_per_job(trainer)
+    strategy = trainer.get("strategy", "auto")
+    if processes <= 1 or launched_outside:
+        return None
+    if int(trainer.get("num_nodes", 1) or 1) > 1:
         raise ValueError(
-            f"nanogpt-train -m runs every job in this process, but trainer.strategy={strategy} starts "
-            f"{processes} processes per job; Lightning would launch them by re-running the whole "
-            "sweep, mixing the jobs' hyperparameters. Sweep on one device (trainer=cpu or "
-            "trainer=gpu, trainer.devices=1), or run each multi-device configuration as its own "
-            "nanogpt-train command (e.g. in a shell loop)"
+            f"a sweep job on trainer.num_nodes={trainer.num_nodes} machines cannot be started from this "
+            "one process. Launch each job on the cluster, where SLURM starts its ranks "
+            "(hydra/launcher=submitit_slurm, see the README's Scaling section), or sweep on one machine "
+            "(trainer.num_nodes=1)"
         )
+    if strategy in (None, "auto"):
+        strategy = "ddp"  # what Lightning picks for several devices
+    if not isinstance(strategy, str):
+        raise ValueError(
+            f"trainer.strategy is a {strategy.get('_target_', 'configured object')}, which nanogpt-train -m "
+            "cannot check for a launcher that re-runs the sweep in every rank; give it by name "
+            "(trainer.strategy=ddp becomes ddp_spawn), or run this configuration as its own "
+            "nanogpt-train command"
+        )
+    if strategy.startswith("ddp_spawn") or strategy.startswith("ddp_fork") or strategy == "ddp_notebook":
+        return None  # these start their ranks in-process already
+    if strategy in RERUNNING_DDP:
+        return RERUNNING_DDP[strategy]
+    raise ValueError(
+        f"trainer.strategy={strategy} starts {processes} processes per job by re-running the command, which "
+        "under nanogpt-train -m would re-run the sweep in every rank, and Lightning has no in-process "
+        "launcher for it. Run each configuration as its own nanogpt-train command (e.g. in a shell loop), "
+        "launch the jobs on a cluster (hydra/launcher=submitit_slurm), or sweep with trainer=ddp"
+    )
 
 
 def processes_per_job(trainer: DictConfig) -> int:
@@ -99,11 +154,20 @@ def _candidates(override: Override) -> list[str]:
 def sweep_overrides(config: DictConfig) -> list[Override]:
     """The sweep's overrides as its sweeper reads them: ``hydra.sweeper.params``, then the command line."""
     # the command line comes last so that it wins: the order both sweepers use
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()] + list(config.hydra.overrides.task)
+    # unresolved: an override's value may be an interpolation (x=${paths.output_dir}), for the job to resolve
+    params = config.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    arguments = [f"{key}={value}" for key, value in params.items()] + list(task)
     # with Hydra's config loader, as the sweepers parse them, glob(...) can list a group's options
     loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     return OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+
+
+def launches_on_cluster(config: DictConfig) -> bool:
+    """Whether the sweep's Hydra launcher submits each job to a cluster (submitit's SLURM launcher)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    return "submitit" in target.lower() and "local" not in target.lower()
 
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid sweeper
@@ -160,7 +224,7 @@ def check_sweep(config: DictConfig) -> DictConfig:
             # Hydra's public compose API, as a sweeper composes each job: the hydra overrides, then the job's
             job = compose(
                 config.hydra.job.config_name,
-                [*config.hydra.overrides.hydra, *trial.values()],
+                [*OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False), *trial.values()],
                 return_hydra_config=False,
             )
         except HydraException as err:
@@ -186,8 +250,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             job = check_sweep(config)
-            if "trainer" in job:
-                check_single_process(processes_per_job(job.trainer), job.trainer.get("strategy"))
+            # a job launched on a cluster (submitit) gets its ranks from SLURM, not from this process
+            if "trainer" in job and not launches_on_cluster(config):
+                sweep_strategy(job.trainer)
         except (HydraException, ValueError) as err:
             # Hydra turns a callback's exception into a warning and carries on, which would start
             # the sweep anyway; exiting is the one way to stop it before its first job.
