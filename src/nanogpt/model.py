@@ -214,13 +214,16 @@ class GPT(nn.Module):
     def param_groups(self, weight_decay: float) -> list[dict]:
         """AdamW parameter groups: decay matrices and embeddings, never biases or LayerNorm gains.
 
-        Tensors with 2 or more dimensions are the ones that multiply inputs; shrinking 1-d tensors
+        The matrices and embeddings are the ones that multiply inputs; shrinking biases and gains
         only fights the normalisation, so they get no decay.
         """
+        # Chosen by layer, not by p.dim() >= 2: FSDP (trainer=fsdp) has already flattened every
+        # parameter into a 1-d shard when the optimizer is built, which would leave none decayed.
+        decayed = {id(m.weight) for m in self.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
         params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once
         return [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
         ]
 
     def configure_optimizers(
