@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.text import Perplexity
 
@@ -108,6 +109,20 @@ class GPTLightningModule(L.LightningModule):
         self.log("val/ppl", self.val_ppl, batch_size=batch[0].size(0))
         if self.bpc_scale is not None:
             self.log("val/bpc", loss * self.bpc_scale, batch_size=batch[0].size(0), sync_dist=True)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Under FSDP (trainer=fsdp) each rank holds a shard of every gradient: only the root FSDP
+        # module knows the norm of the whole, and Lightning's own norm clipping refuses FSDP.
+        by_norm = gradient_clip_algorithm in (None, "norm")  # None: Lightning's default, the norm
+        if gradient_clip_val and by_norm and isinstance(self.trainer.model, FullyShardedDataParallel):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

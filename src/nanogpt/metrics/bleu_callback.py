@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from nanogpt.metrics.bleu import BleuSample, BleuSettings, evaluate_bleu, split_tokens
 from nanogpt.options import positive_int
@@ -41,8 +43,16 @@ class BleuCallback(Callback):
         dm = trainer.datamodule
         if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "corpus_dir"):
             return  # prompts come from a prepared val split; a bare DataLoader has none
+        # Under FSDP (trainer=fsdp) a rank holds a shard of each weight, and generating calls the
+        # model outside the FSDP forward that would gather them: gather them all for the while.
+        whole = (
+            FullyShardedDataParallel.summon_full_params(trainer.model, writeback=False)
+            if isinstance(trainer.model, FullyShardedDataParallel)
+            else contextlib.nullcontext()
+        )
         # Every rank scores the same prompts the same way, so syncing averages equal values.
-        result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.corpus_dir), self.settings)
+        with whole:
+            result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.corpus_dir), self.settings)
         pl_module.log("val/bleu", result.bleu, batch_size=1, sync_dist=True)
         pl_module.log("val/chrf", result.chrf, batch_size=1, sync_dist=True)
         self._log_samples(trainer, result.samples)
