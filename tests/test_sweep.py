@@ -15,12 +15,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from nanogpt.devices import processes_per_job
 from nanogpt.runs.record import write_result
 from nanogpt.runs.report import Plan, find_jobs, is_job_folder, mean_ci, seed_statistics, write_report
 from nanogpt.runs.report import main as report_main
-from nanogpt.runs.sweep import SweepCallback, plan_sweep, processes_per_job, sweep_strategy
+from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy
 
-from .conftest import SEARCHED_KEYS, TINY, run_cli
+from .conftest import SEARCHED_KEYS, TINY, compose_train, run_cli
 from .rank_probe import PROBE, read_ranks
 from .rank_probe import ROOT as PROBE_ROOT
 from .test_loop import start
@@ -236,6 +237,9 @@ def test_sweep_strategy_keeps_what_is_safe_and_refuses_what_is_not():
     assert strategy(True, devices=2, num_nodes=2, strategy="ddp") is None
     with pytest.raises(ValueError, match=r"trainer.strategy=fsdp starts 2 processes per job by re-running"):
         strategy(devices=2, strategy="fsdp")
+    fsdp = OmegaConf.to_container(compose_train(["trainer=fsdp"]).trainer.strategy, resolve=False)
+    with pytest.raises(ValueError, match=r"trainer.strategy=fsdp starts 2 processes per job by re-running"):
+        strategy(devices=2, strategy=fsdp)  # trainer=fsdp's configured FSDPStrategy
     with pytest.raises(ValueError, match=r"num_nodes=2 machines.*hydra/launcher=submitit_slurm"):
         strategy(devices=2, num_nodes=2, strategy="ddp")
 

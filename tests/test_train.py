@@ -222,27 +222,3 @@ def test_cli_unknown_experiment_lists_the_choices(tmp_path):
     assert result.returncode != 0
     assert "Could not find 'experiment/shakespeare_chr'" in result.stderr
     assert "shakespeare_char_cpu" in result.stderr  # Hydra lists the available experiments
-
-
-def test_two_process_ddp_on_cpu(tmp_path, text_path):
-    # Lightning's ddp launcher re-runs the command for rank 1, so this must be a subprocess.
-    result = run_cli(
-        "nanogpt-train",
-        [
-            *TINY,
-            "trainer=ddp_cpu",
-            "trainer.max_steps=10",
-            "trainer.val_check_interval=5",
-            f"data.path={text_path}",
-            "name=ddp",
-            "paths.root_dir=.",
-        ],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "ddp").iterdir()
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 10
-    assert column(read_metrics(run), "val/loss")
-    assert "devices 2" in (run / "train.log").read_text()

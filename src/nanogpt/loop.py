@@ -1,5 +1,7 @@
 """How nanogpt drives Lightning's training loop, counted in optimizer steps.
 
+- :func:`accumulation_for`: the gradient accumulation that makes ``data.global_batch_tokens`` tokens
+  per optimizer step on this many processes, so changing the GPU count keeps the optimisation.
 - ``trainer.val_check_interval`` counts optimizer steps; Lightning counts batches, so
   :func:`lightning_val_check_interval` converts it under gradient accumulation.
 - :class:`ValidateLastStep`: every run that reaches ``max_steps`` ends with a validation there,
@@ -17,6 +19,36 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
+
+
+def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:
+    """Micro-batches per optimizer step so that one step sees ``global_batch_tokens`` tokens.
+
+    Raises a ``ValueError`` naming the nearest valid values when it does not divide evenly.
+    """
+    if (
+        isinstance(global_batch_tokens, bool)
+        or not isinstance(global_batch_tokens, int)
+        or global_batch_tokens < 1
+    ):
+        raise ValueError(
+            f"data.global_batch_tokens must be a positive integer (tokens per optimizer step), got "
+            f"{global_batch_tokens!r}; leave it null to set trainer.accumulate_grad_batches yourself"
+        )
+    micro = batch_size * block_size * processes  # tokens of one micro-batch on every process
+    accumulation, remainder = divmod(global_batch_tokens, micro)
+    if remainder or accumulation == 0:
+        below = max(accumulation, 1) * micro
+        nearest = f"{below:,} (accumulation {below // micro})"
+        if accumulation >= 1:
+            nearest += f" and {below + micro:,} (accumulation {below // micro + 1})"
+        raise ValueError(
+            f"data.global_batch_tokens={global_batch_tokens:,} is not a whole number of micro-batches: one "
+            f"micro-batch on every process is {micro:,} tokens (data.batch_size {batch_size} x context "
+            f"{block_size} x {processes} processes). The nearest valid values are {nearest}; or change "
+            "data.batch_size"
+        )
+    return accumulation
 
 
 def lightning_val_check_interval(trainer: DictConfig) -> Any:

@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_checkpoint
-from nanogpt.devices import check_trainer_fits_machine
+from nanogpt.devices import check_trainer_fits_machine, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import init_from_pretrained
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
-from nanogpt.loop import lightning_val_check_interval
+from nanogpt.loop import accumulation_for, lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.runs.record import RunRecord, interrupted_by
 from nanogpt.runs.sweep import processes_start_outside, sweep_strategy
@@ -104,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     strategy,
                 )
                 cfg.trainer.strategy = strategy
+        derive_accumulation(cfg)
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
         trainer = instantiate(
             cfg.trainer,
@@ -112,6 +113,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             val_check_interval=lightning_val_check_interval(cfg.trainer),
         )
         record.watch(trainer)
+        if trainer.world_size != processes_per_job(cfg.trainer):
+            # the launch (torchrun, srun) and the trainer config must agree for the global batch to hold
+            raise ValueError(
+                f"this run has {trainer.world_size} processes, but trainer.devices x trainer.num_nodes is "
+                f"{processes_per_job(cfg.trainer)}; set them to what the launcher starts (e.g. torchrun "
+                "--nproc_per_node=8 --nnodes=2 needs trainer.devices=8 trainer.num_nodes=2)"
+            )
 
         # The last step before fit(), which closes the loggers itself, even when it fails: a W&B
         # run started here and left open would be reused by the next job of a sweep.
@@ -123,6 +131,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         return record.complete(trainer)
+
+
+def derive_accumulation(cfg: DictConfig) -> None:
+    """Set ``trainer.accumulate_grad_batches`` from ``data.global_batch_tokens``, when it is given."""
+    tokens = cfg.data.get("global_batch_tokens")
+    if tokens is None:
+        return
+    if (cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
+        raise ValueError(
+            f"data.global_batch_tokens={tokens} sets trainer.accumulate_grad_batches, which is also set "
+            f"(to {cfg.trainer.accumulate_grad_batches}); set one of them"
+        )
+    processes = processes_per_job(cfg.trainer)
+    accumulation = accumulation_for(tokens, cfg.data.batch_size, cfg.data.block_size, processes)
+    cfg.trainer.accumulate_grad_batches = accumulation
+    log.info(
+        "data.global_batch_tokens=%s: accumulation %d = %s / (batch %d x context %d x %d processes)",
+        f"{tokens:,}",
+        accumulation,
+        f"{tokens:,}",
+        cfg.data.batch_size,
+        cfg.data.block_size,
+        processes,
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

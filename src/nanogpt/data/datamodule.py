@@ -32,7 +32,9 @@ class TextDataModule(L.LightningDataModule):
         num_proc: tokenizing processes for ``source``; ``None``: one per core.
         tokenizer: ``char``, ``gpt2``, or another tiktoken encoding by name (with ``source``).
         block_size: tokens per window (the model's context).
-        batch_size: windows per batch, per device.
+        batch_size: windows per batch, per device (a micro-batch).
+        global_batch_tokens: tokens per optimizer step over every device, or ``None``; ``train``
+            derives the gradient accumulation from it (:func:`nanogpt.loop.accumulation_for`).
         eval_batches: validation batches per evaluation; ``None`` scores the whole val split.
         num_workers: DataLoader worker processes; 0 builds batches in the training process,
             which costs tens of microseconds per batch.
@@ -54,6 +56,7 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         block_size: int = 256,
         batch_size: int = 64,
+        global_batch_tokens: int | None = None,
         eval_batches: int | None = 200,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -77,6 +80,7 @@ class TextDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.block_size = block_size
         self.batch_size = batch_size
+        self.global_batch_tokens = global_batch_tokens
         self.eval_batches = eval_batches
         self.num_workers = num_workers
         self.pin_memory = pin_memory

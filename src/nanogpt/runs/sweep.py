@@ -49,8 +49,9 @@ from hydra.errors import ConfigCompositionException, HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from nanogpt.devices import processes_per_job
 from nanogpt.runs import RESULT_FILE
 from nanogpt.runs.record import write_result
 from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
@@ -105,12 +106,14 @@ def sweep_strategy(trainer: DictConfig, launched_outside: bool = False) -> str |
     if strategy in (None, "auto"):
         strategy = "ddp"  # what Lightning picks for several devices
     if not isinstance(strategy, str):
-        raise ValueError(
-            f"trainer.strategy is a {strategy.get('_target_', 'configured object')}, which nanogpt-train -m "
-            "cannot check for a launcher that re-runs the sweep in every rank; give it by name "
-            "(trainer.strategy=ddp becomes ddp_spawn), or run this configuration as its own "
-            "nanogpt-train command"
-        )
+        target = str(strategy.get("_target_", "a configured object"))
+        if "FSDP" not in target:
+            raise ValueError(
+                f"trainer.strategy is {target}, which nanogpt-train -m cannot check for a launcher that "
+                "re-runs the sweep in every rank; give it by name (trainer.strategy=ddp becomes ddp_spawn), "
+                "or run this configuration as its own nanogpt-train command"
+            )
+        strategy = "fsdp"
     if strategy.startswith("ddp_spawn") or strategy.startswith("ddp_fork") or strategy == "ddp_notebook":
         return None  # these start their ranks in-process already
     if strategy in RERUNNING_DDP:
@@ -121,24 +124,6 @@ def sweep_strategy(trainer: DictConfig, launched_outside: bool = False) -> str |
         "launcher for it. Run each configuration as its own nanogpt-train command (e.g. in a shell loop), "
         "launch the jobs on a cluster (hydra/launcher=submitit_slurm), or sweep with trainer=ddp"
     )
-
-
-def processes_per_job(trainer: DictConfig) -> int:
-    """How many processes Lightning will start for this trainer config (devices x nodes)."""
-    devices = trainer.get("devices", "auto")
-    nodes = int(trainer.get("num_nodes", 1) or 1)
-    if isinstance(devices, (list, ListConfig)):
-        count = len(devices)
-    elif isinstance(devices, str) and "," in devices:
-        count = len([d for d in devices.split(",") if d.strip()])
-    elif str(devices).strip().lstrip("-").isdigit() and int(devices) > 0:
-        count = int(devices)
-    else:  # -1 or "auto": every device of the accelerator; CPUs count as one
-        import torch
-
-        accelerator = str(trainer.get("accelerator", "auto"))
-        count = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 1
-    return max(count, 1) * nodes
 
 
 def _candidates(override: Override) -> list[str]:

@@ -1,0 +1,108 @@
+"""``perf/tokens_per_s``, ``perf/step_ms`` and ``perf/mfu``: how fast a run trains, to every logger.
+
+Built from the pieces of Lightning's ``ThroughputMonitor``: ``measure_flops`` counts the FLOPs of one
+forward and backward pass (on the meta device, so it costs no memory and no compute), ``Throughput``
+turns timings over a sliding window into rates, and ``get_available_flops`` is Lightning's table of
+the peak FLOP/s of known GPUs. The monitor itself is not used because it logs under its own names
+(``train|device/items_per_sec``...) and counts micro-batches, where a run here counts optimizer steps.
+
+MFU (model FLOPs utilisation) is the FLOPs the model needs per second, per device, over the device's
+peak for the run's precision: bf16 for ``bf16-mixed``, TF32 for float32 when
+``matmul_precision`` allows it. GPUs missing from Lightning's table, and CPUs, have no peak unless
+``callbacks.throughput.peak_flops`` gives one (per device), and then log no ``perf/mfu``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops, measure_flops
+from lightning.pytorch.callbacks import Callback
+
+from nanogpt.model import GPT, GPTConfig
+
+
+def flops_per_token(config: GPTConfig) -> float:
+    """FLOPs of one training token (forward and backward) at full context, counted by torch.
+
+    Within 0.3% of nanoGPT's estimate ``6 N + 12 L H Q T`` for GPT-2 124M and the baby GPT.
+    """
+    with torch.device("meta"):
+        model = GPT(config)
+        x = torch.zeros(1, config.block_size, dtype=torch.long)  # (1, T)
+    model.train()
+    return measure_flops(model, lambda: model(x, x)[1], loss_fn=torch.Tensor.sum) / config.block_size
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a Lightning precision setting does its matmuls in."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float32
+
+
+class ThroughputLogger(Callback):
+    """Log ``perf/*`` every ``trainer.log_every_n_steps`` optimizer steps; see the module docstring.
+
+    Args:
+        peak_flops: the peak FLOP/s of one device at the run's precision; ``None`` takes it from
+            Lightning's table of GPUs (none for CPUs and unknown GPUs, so no ``perf/mfu``).
+        window: optimizer steps the rates are averaged over.
+    """
+
+    def __init__(self, peak_flops: float | None = None, window: int = 10) -> None:
+        self.peak_flops = peak_flops
+        self.window = window
+        self.flops_per_token: float | None = None  # of the model being trained, for the run summary
+        self.available_flops: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self.flops_per_token = flops_per_token(pl_module.model.config)
+        device = trainer.strategy.root_device
+        self.available_flops = self.peak_flops or get_available_flops(
+            device, compute_dtype(trainer.precision)
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._throughput = Throughput(
+            available_flops=self.available_flops, world_size=trainer.world_size, window_size=self.window
+        )
+        self._t0 = time.perf_counter()
+        self._steps = self._tokens = 0
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._tokens += batch[0].numel()  # this device's, micro-batch by micro-batch
+        if trainer.global_step == self._last_step:
+            return  # still accumulating: the optimizer step is not done
+        self._last_step = trainer.global_step
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the step's kernels are queued, not done, until here
+        self._steps += 1
+        self._throughput.update(
+            time=time.perf_counter() - self._t0,
+            batches=self._steps,
+            samples=self._tokens,
+            # the FLOPs this device did in this step, at full context
+            flops=int(self.flops_per_token * batch[0].numel() * trainer.accumulate_grad_batches),
+        )
+        if trainer.global_step % max(trainer.log_every_n_steps, 1):
+            return
+        rates = self._throughput.compute()
+        if "device/batches_per_sec" not in rates:
+            return  # the window is not full yet
+        tokens_per_s = rates["device/samples_per_sec"] * trainer.world_size  # samples count tokens here
+        metrics = {"perf/tokens_per_s": tokens_per_s, "perf/step_ms": 1000 / rates["device/batches_per_sec"]}
+        if "device/mfu" in rates:
+            metrics["perf/mfu"] = rates["device/mfu"]
+        # logged from rank 0's timings; every rank runs in lockstep under data parallelism
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)

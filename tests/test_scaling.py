@@ -1,0 +1,277 @@
+"""From one process to several: DDP, torchrun on two "nodes", SLURM folders, the global batch, and
+throughput. Every multi-process run is a subprocess, since Lightning's ddp launcher re-runs the
+command for its other ranks."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import open_dict
+from torch.utils.data import DataLoader
+
+from nanogpt.checkpoint import refuse_existing_checkpoints
+from nanogpt.lightning_module import GPTLightningModule
+from nanogpt.loop import accumulation_for
+from nanogpt.metrics.throughput import flops_per_token
+from nanogpt.model import GPTConfig
+from nanogpt.runs.names import requeued_into, run_name
+from nanogpt.train import derive_accumulation, train
+
+from .conftest import TINY, compose_train, run_cli
+from .rank_probe import PROBE, read_ranks
+from .rank_probe import ROOT as PROBE_ROOT
+from .test_train import column, read_metrics
+
+# --- the global batch ---
+
+
+def test_global_batch_tokens_gives_the_accumulation_or_names_the_nearest_valid_values():
+    assert accumulation_for(524_288, batch_size=16, block_size=1024, processes=8) == 4  # GPT-2's 0.5M
+    assert accumulation_for(524_288, batch_size=16, block_size=1024, processes=1) == 32
+    with pytest.raises(
+        ValueError, match=r"one micro-batch on every process is 131,072 tokens \(data.batch_size 16"
+    ):
+        accumulation_for(500_000, batch_size=16, block_size=1024, processes=8)
+    with pytest.raises(ValueError, match=r"nearest valid values are 393,216 \(accumulation 3\) and 524,288"):
+        accumulation_for(500_000, batch_size=16, block_size=1024, processes=8)
+    with pytest.raises(ValueError, match=r"nearest valid values are 131,072 \(accumulation 1\); or"):
+        accumulation_for(1000, batch_size=16, block_size=1024, processes=8)  # below one micro-batch
+    with pytest.raises(ValueError, match="data.global_batch_tokens must be a positive integer"):
+        accumulation_for(0, batch_size=16, block_size=1024, processes=8)
+
+
+@pytest.mark.parametrize(("trainer", "processes"), [("cpu", 1), ("ddp_cpu", 2)])
+def test_global_batch_tokens_keeps_the_tokens_per_step_on_any_number_of_processes(trainer, processes):
+    cfg = compose_train([*TINY, f"trainer={trainer}", "data.global_batch_tokens=2048"])
+    derive_accumulation(cfg)
+    accumulation = cfg.trainer.accumulate_grad_batches
+    assert accumulation == 8 // processes  # batch 8 x context 32 = 256 tokens per micro-batch
+    assert cfg.data.batch_size * cfg.data.block_size * accumulation * processes == 2048
+
+    both = compose_train([*TINY, f"trainer={trainer}", "data.global_batch_tokens=2048"])
+    with open_dict(both):
+        both.trainer.accumulate_grad_batches = 2
+    with pytest.raises(ValueError, match="set one of them"):
+        derive_accumulation(both)
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_k_micro_batches_make_the_same_step_as_one_k_times_larger_batch():
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50, dropout=0.0)
+    x = torch.randint(0, 50, (8, 16), generator=torch.Generator().manual_seed(0))  # (B, T)
+    y = torch.roll(x, -1, dims=1)
+
+    def update(batches, accumulate):
+        """The change one optimizer step makes to every weight (SGD, lr 1: minus the gradient)."""
+        torch.manual_seed(1)  # the same initial weights for both
+        module = GPTLightningModule(config, optimizer=partial(torch.optim.SGD, lr=1.0, weight_decay=0.0))
+        before = {k: v.clone() for k, v in module.model.state_dict().items()}
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=1,
+            accumulate_grad_batches=accumulate,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+        assert trainer.global_step == 1
+        return {k: before[k] - v for k, v in module.model.state_dict().items()}
+
+    whole = update([(x, y)], accumulate=1)
+    quarters = update([(x[i : i + 2], y[i : i + 2]) for i in range(0, 8, 2)], accumulate=4)
+    assert any(d.abs().max() > 1e-4 for d in whole.values())
+    for key, delta in whole.items():
+        torch.testing.assert_close(quarters[key], delta, rtol=1e-4, atol=1e-6)
+
+
+# --- several processes ---
+
+
+def test_two_process_ddp_on_cpu(tmp_path, text_path):
+    # batch 8 x context 32 x 2 processes is 512 tokens: 1024 per step is 2 micro-batches per rank
+    args = [*TINY, "trainer=ddp_cpu", "data.global_batch_tokens=1024", f"data.path={text_path}"]
+    args += ["name=ddp", "paths.root_dir=.", "callbacks.bleu=null", *PROBE]
+    result = run_cli("nanogpt-train", args, cwd=tmp_path, env={"PYTHONPATH": PROBE_ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "ddp").iterdir()  # one run folder for both ranks
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert len(list(tmp_path.rglob("result.json"))) == 1
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "completed" and record["step"] == 40
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 40
+    rows = read_metrics(run)
+    loss = column(rows, "train/loss")
+    assert loss[-1][1] < loss[0][1] - 0.3  # it learns
+    assert column(rows, "perf/tokens_per_s") and column(rows, "perf/step_ms")
+    assert not column(rows, "perf/mfu")  # no peak is known for a CPU
+    ranks = read_ranks(run)
+    assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
+    assert {r["accumulate_grad_batches"] for r in ranks} == {2}
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 80  # 40 steps x 2 micro-batches
+    assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"])  # each rank its own windows
+    assert ranks[0]["val_loss"] == ranks[1]["val_loss"] and len(ranks[0]["val_loss"]) == 2
+    log = (run / "train.log").read_text()
+    assert "accumulation 2 (from data.global_batch_tokens) x devices 2" in log
+    assert "accumulation 2 = 1,024 / (batch 8 x context 32 x 2 processes)" in log
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_on_two_nodes_of_this_machine_writes_one_run_folder(tmp_path, text_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launch = [str(torchrun), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d"]
+    launch += [f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=nanogpt-test"]
+    args = [*TINY, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_steps=10"]
+    args += ["trainer.val_check_interval=5", f"data.path={text_path}", "name=torchrun", "paths.root_dir=."]
+    args += ["callbacks.bleu=null", *PROBE]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": PROBE_ROOT}
+    nodes = [
+        subprocess.Popen(
+            [*launch, "-m", "nanogpt.train", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    (run,) = (tmp_path / "runs" / "torchrun").iterdir()  # the ranks agreed on rank 0's folder
+    assert [r["rank"] for r in read_ranks(run)] == [0, 1]
+    assert {r["world_size"] for r in read_ranks(run)} == {2}
+    record = json.loads((run / "result.json").read_text())
+    assert record["status"] == "completed" and record["step"] == 10
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+
+
+def test_a_launch_that_disagrees_with_the_trainer_config_is_refused(tmp_path, text_path):
+    # torchrun starts 2 ranks, but the config says 1 device on 1 node: the global batch would be wrong
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = [*TINY, "trainer.max_steps=6", f"data.path={text_path}", "name=wrong", "paths.root_dir=."]
+    result = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "nanogpt.train",
+            *args,
+            "trainer=ddp_cpu",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": PROBE_ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # trainer=ddp_cpu is 2 devices on 1 node: that one agrees, and trains
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "nanogpt.train", *args, "trainer=ddp_cpu"]
+        + ["trainer.devices=1"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "trainer.devices x trainer.num_nodes" in result.stdout + result.stderr
+
+
+# --- SLURM ---
+
+
+@pytest.fixture
+def slurm_job(monkeypatch):
+    """The environment srun gives each task of a 2-task SLURM batch job."""
+    for key in list(os.environ):
+        if key.startswith(("SLURM_", "TORCHELASTIC_", "SUBMITIT_")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NAME", "gpt")
+    return monkeypatch
+
+
+def test_slurm_tasks_share_a_folder_named_after_their_job(slurm_job):
+    assert run_name() == run_name() == "slurm-4242"  # every task, whatever its clock
+    slurm_job.setenv("SLURM_STEP_ID", "3")
+    assert run_name() == "slurm-4242.3"
+    slurm_job.setenv("SLURM_JOB_NAME", "bash")  # an interactive shell on the allocation
+    assert run_name() != run_name() and run_name().count("_") == 2  # <date>_<time>_<suffix>
+
+
+def test_a_requeued_slurm_job_resumes_in_its_own_folder_and_no_other(slurm_job, tmp_path):
+    mine, other = tmp_path / "slurm-4242", tmp_path / "2026-12-01_10-00-00_abcdef"
+    for run in (mine, other):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(FileExistsError):
+        refuse_existing_checkpoints(mine)  # the first run of the job: a folder in use is refused
+    slurm_job.setenv("SLURM_RESTART_COUNT", "1")  # SLURM requeued the job (Lightning's auto-requeue)
+    assert requeued_into(mine) and not requeued_into(other)
+    refuse_existing_checkpoints(mine)
+    with pytest.raises(FileExistsError):
+        refuse_existing_checkpoints(other)
+
+
+# --- throughput ---
+
+
+def test_flops_per_token_agree_with_nanogpts_estimate():
+    for shape in [dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304), {}]:
+        config = GPTConfig(**shape)
+        n = sum(p.numel() for p in torch.nn.Module.parameters(_meta_gpt(config)))
+        n -= config.block_size * config.n_embd  # nanoGPT counts no position embeddings
+        head = config.n_embd // config.n_head
+        estimate = 6 * n + 12 * config.n_layer * config.n_head * head * config.block_size
+        assert flops_per_token(config) == pytest.approx(estimate, rel=0.01)
+
+
+def _meta_gpt(config: GPTConfig) -> torch.nn.Module:
+    from nanogpt.model import GPT
+
+    with torch.device("meta"):
+        return GPT(config)
+
+
+def test_throughput_and_mfu_reach_the_loggers_against_a_given_peak(cfg_tiny, caplog):
+    with open_dict(cfg_tiny):
+        cfg_tiny.callbacks.throughput.peak_flops = 1e12  # a made-up peak: CPUs have none in Lightning's table
+        cfg_tiny.callbacks.bleu = None
+    with caplog.at_level("INFO", logger="nanogpt"):
+        train(cfg_tiny)
+    run = Path(cfg_tiny.paths.output_dir)
+    rows = read_metrics(run)
+    tokens, step_ms, mfu = (dict(column(rows, f"perf/{k}")) for k in ("tokens_per_s", "step_ms", "mfu"))
+    # every 10 steps (trainer.log_every_n_steps) once the 10-step window is full
+    assert set(tokens) == set(step_ms) == set(mfu) and len(tokens) >= 3
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    config = GPTConfig(**ckpt["hyper_parameters"]["model"])
+    tokens_per_step = cfg_tiny.data.batch_size * cfg_tiny.data.block_size
+    for step in tokens:
+        assert tokens[step] == pytest.approx(tokens_per_step * 1000 / step_ms[step], rel=1e-3)
+        # MFU: the FLOPs the model needs per second over the peak
+        assert mfu[step] == pytest.approx(tokens[step] * flops_per_token(config) / 1e12, rel=1e-3)
+    # the run summary: the FLOPs per token that perf/mfu counts, and the peak it divides by
+    assert f"FLOPs/token     {flops_per_token(config) / 1e6:,.1f}M" in caplog.text
+    assert "peak            1.0 TFLOP/s per device" in caplog.text
