@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -135,8 +136,11 @@ def test_the_run_folder_suffix_is_random_and_fixed_within_a_config():
     cfg = OmegaConf.create({"a": "${run_suffix:}", "b": "${run_suffix:}"})
     other = OmegaConf.create({"a": "${run_suffix:}"})
     assert cfg.a == cfg.b != other.a and len(cfg.a) == 6
+    named = OmegaConf.create({"a": "${run_name:%Y}", "b": "${run_name:%Y}"})
+    again = OmegaConf.create({"a": "${run_name:%Y}"})
+    assert named.a == named.b != again.a and re.fullmatch(r"\d{4}_[0-9a-f]{6}", named.a)
     hydra = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "hydra" / "default.yaml"))
-    assert "${run_suffix:}" in hydra["run"]["dir"] and "${run_suffix:}" in hydra["sweep"]["dir"]
+    assert "${run_name:" in hydra["run"]["dir"] and "${run_suffix:}" in hydra["sweep"]["dir"]
     optuna = OmegaConf.load(Path(CONFIG_DIR) / "hparams_search" / "shakespeare_optuna.yaml")
     assert "${run_suffix:}" in OmegaConf.to_container(optuna)["hydra"]["sweep"]["subdir"]
 

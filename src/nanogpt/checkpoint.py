@@ -25,6 +25,7 @@ import torch
 
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.runs.names import requeued_into
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 CHECKPOINT_DIR = "checkpoints"  # inside a run folder
@@ -200,6 +201,8 @@ def load_checkpoint(
 def refuse_existing_checkpoints(run_dir: str | os.PathLike) -> None:
     """Refuse a run folder whose ``checkpoints/`` already holds files, which a new run would overwrite."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
+    if requeued_into(run_dir):
+        return  # the same SLURM job, requeued: Lightning resumes it from its hpc_ckpt there
     if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise FileExistsError(
             f"{ckpt_dir} already holds checkpoints of another run, which this run would overwrite. "

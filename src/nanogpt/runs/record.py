@@ -38,6 +38,7 @@ from nanogpt.checkpoint import CHECKPOINT_DIR
 from nanogpt.files import write_atomically
 from nanogpt.runs import RESULT_FILE
 from nanogpt.runs.curves import LossCurves
+from nanogpt.runs.names import requeued_into
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class RunRecord:
     @rank_zero_only
     def _refuse_another_runs_folder(self) -> None:
         existing = self.run_dir / RESULT_FILE
-        if existing.is_file():
+        if existing.is_file() and not requeued_into(self.run_dir):  # a requeued job resumes its own
             raise FileExistsError(
                 f"{self.run_dir} already holds another run's {RESULT_FILE}; a run never writes into "
                 "another's folder. Leave hydra.run.dir unset (each run gets a new folder), or choose a "
