@@ -22,7 +22,7 @@ from nanogpt.loop import accumulation_for
 from nanogpt.metrics.throughput import flops_per_token
 from nanogpt.model import GPTConfig
 from nanogpt.runs.names import requeued_into, run_name
-from nanogpt.train import derive_accumulation, train
+from nanogpt.train import derive_accumulation, matmul_precision, train
 
 from .conftest import TINY, compose_train, run_cli
 from .rank_probe import PROBE, read_ranks
@@ -91,6 +91,15 @@ def test_k_micro_batches_make_the_same_step_as_one_k_times_larger_batch():
     assert any(d.abs().max() > 1e-4 for d in whole.values())
     for key, delta in whole.items():
         torch.testing.assert_close(quarters[key], delta, rtol=1e-4, atol=1e-6)
+
+
+def test_matmul_precision_auto_is_tf32_on_cuda_only():
+    cfg = compose_train(TINY)
+    assert cfg.matmul_precision == "auto"
+    assert matmul_precision(cfg) is None  # trainer=cpu: torch's exact float32
+    gpu = compose_train([*TINY, "trainer=gpu"])
+    assert matmul_precision(gpu) == ("high" if torch.cuda.is_available() else None)
+    assert matmul_precision(compose_train([*TINY, "matmul_precision=highest"])) == "highest"
 
 
 # --- several processes ---

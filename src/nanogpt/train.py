@@ -58,8 +58,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with RunRecord(cfg) as record:
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True, verbose=False)
-        if cfg.get("matmul_precision"):
-            torch.set_float32_matmul_precision(cfg.matmul_precision)
+        precision = matmul_precision(cfg)
+        if precision:
+            torch.set_float32_matmul_precision(precision)
 
         # model.init_from: the shape is the pretrained checkpoint's, and so are the weights unless resuming
         pretrained = init_from_pretrained(cfg) if cfg.model.get("init_from") else None
@@ -131,6 +132,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         return record.complete(trainer)
+
+
+def matmul_precision(cfg: DictConfig) -> str | None:
+    """``cfg.matmul_precision``, with ``auto`` meaning TF32 ("high") on CUDA and torch's default elsewhere."""
+    precision = cfg.get("matmul_precision")
+    if precision != "auto":
+        return precision
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return "high" if on_cuda else None
 
 
 def derive_accumulation(cfg: DictConfig) -> None:
