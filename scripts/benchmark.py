@@ -1,4 +1,7 @@
-"""Benchmark the shakespeare_char_cpu recipe: nanogpt-train against a plain PyTorch loop.
+"""Benchmark nanogpt-train: the CPU recipe against a plain PyTorch loop, and speed on this device.
+
+``compare`` (the default) runs the shakespeare_char_cpu recipe as nanogpt-train and as a plain
+PyTorch loop; ``perf`` measures tokens/s, step time and MFU for precision x compile.
 
 Both runs train the same model on the same batches with the same optimizer, schedule, clipping,
 evaluation and best-checkpoint saving; the only difference is Lightning and Hydra around the loop.
@@ -10,6 +13,14 @@ from the kernel. The final model of each is then scored on the *whole* val split
     git worktree add /tmp/before main && python scripts/benchmark.py --repeats 3 --no-plain \\
         --baseline-src /tmp/before                   # this code against another checkout's
     python scripts/benchmark.py plain --out DIR      # only the plain loop (used by the above)
+    python scripts/benchmark.py perf                 # precision x compile on this device's recipe
+    python scripts/benchmark.py perf --experiment shakespeare model=gpt2 data.batch_size=16
+                                                     # GPT-2 124M at context 1024
+    python scripts/benchmark.py perf --peak-flops 1.5e11   # MFU against a peak you give (CPUs)
+
+``perf`` trains each combination for ``--steps`` optimizer steps in its own nanogpt-train process
+and reports the median of the ``perf/*`` values its loggers got after the first window (so compile
+time and warm-up are left out), with the FLOPs the model needs per second.
 
 Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt when offline.
 """
@@ -208,11 +219,86 @@ def compare(
     )
 
 
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def logged_median(rows: list[dict[str, str]], key: str) -> float | None:
+    values = [float(r[key]) for r in rows if r.get(key)]
+    return statistics.median(values) if values else None
+
+
+def perf(
+    experiment: str | None,
+    steps: int,
+    precisions: list[str],
+    compiles: list[bool],
+    peak: float | None,
+    overrides: list[str],
+    keep: Path | None,
+) -> None:
+    import csv
+
+    import torch
+
+    from nanogpt.metrics.throughput import flops_per_token
+    from nanogpt.model import GPTConfig
+
+    cuda = torch.cuda.is_available()
+    experiment = experiment or ("shakespeare_char" if cuda else EXPERIMENT)
+    device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+    root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-perf-"))
+    root.mkdir(parents=True, exist_ok=True)
+    train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
+    rows = []
+    for precision in precisions:
+        for compiled in compiles:
+            run_dir = root / f"{precision}-{'compiled' if compiled else 'eager'}"
+            cmd = [train_cmd, f"experiment={experiment}", f"hydra.run.dir={run_dir}", *overrides]
+            cmd += [f"trainer.precision={precision}", f"compile={compiled}", f"trainer.max_steps={steps}"]
+            cmd += [f"trainer.val_check_interval={steps}", "data.eval_batches=1", "callbacks.bleu=null"]
+            cmd += ["logger=csv", "trainer.log_every_n_steps=10", "callbacks.throughput.window=10"]
+            cmd += ["scheduler.warmup_steps=0", "callbacks.last_checkpoint.every_n_train_steps=null"]
+            if peak:
+                cmd.append(f"callbacks.throughput.peak_flops={peak}")
+            wall, _ = run_timed(cmd, run_dir.with_suffix(".log"))
+            with open(run_dir / "csv" / "metrics.csv") as f:
+                logged = [r for r in csv.DictReader(f) if r.get("perf/tokens_per_s")]
+            later = logged[1:] or logged  # past the first window: compile and warm-up left out
+            ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            flops = flops_per_token(GPTConfig(**ckpt["hyper_parameters"]["model"]))
+
+            tokens, step_ms, mfu = (
+                logged_median(later, f"perf/{k}") for k in ("tokens_per_s", "step_ms", "mfu")
+            )
+            rows.append((precision, compiled, tokens, step_ms, mfu, flops, wall))
+            print(f"{precision} compile={compiled}: {tokens:,.0f} tokens/s, {wall:.0f} s", flush=True)
+
+    print(f"\n{experiment} on {device}: {steps} steps each, median after the first 10-step window")
+    print("| precision | compile | tokens/s | step ms | model TFLOP/s | MFU | wall s (with start-up) |")
+    print("|---|---|---|---|---|---|---|")
+    for precision, compiled, tokens, step_ms, mfu, flops, wall in rows:
+        mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a (no peak)"
+        print(
+            f"| {precision} | {'yes' if compiled else 'no'} | {tokens:,.0f} | {step_ms:.1f} | "
+            f"{tokens * flops / 1e12:.3f} | {mfu_text} | {wall:.0f} |"
+        )
+    print(f"runs kept in {root}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", nargs="?", choices=["compare", "plain"], default="compare")
+    parser.add_argument("mode", nargs="?", choices=["compare", "plain", "perf"], default="compare")
+    parser.add_argument(
+        "--experiment", help="perf: the recipe (default: shakespeare_char on CUDA, else the CPU one)"
+    )
+    parser.add_argument("--steps", type=int, default=100, help="perf: optimizer steps per combination")
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="perf: trainer.precision values")
+    parser.add_argument(
+        "--compile", default="false,true", help="perf: compile values, e.g. false or false,true"
+    )
+    parser.add_argument("--peak-flops", type=float, help="perf: peak FLOP/s of one device, for MFU")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, help="folder for the runs (default: a new temporary folder)")
     parser.add_argument(
@@ -225,6 +311,17 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     if args.mode == "plain":
         plain_loop(args.out, args.overrides)
+    elif args.mode == "perf":
+        compiles = [c.strip().lower() == "true" for c in args.compile.split(",")]
+        perf(
+            args.experiment,
+            args.steps,
+            args.precisions.split(","),
+            compiles,
+            args.peak_flops,
+            args.overrides,
+            args.out,
+        )
     else:
         compare(args.repeats, args.overrides, args.out, args.baseline_src, plain=not args.no_plain)
 
