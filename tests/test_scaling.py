@@ -2,6 +2,7 @@
 throughput. Every multi-process run is a subprocess, since Lightning's ddp launcher re-runs the
 command for its other ranks."""
 
+import csv
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loop import accumulation_for
 from nanogpt.metrics.throughput import flops_per_token
 from nanogpt.model import GPTConfig
-from nanogpt.runs.names import requeued_into, run_name
+from nanogpt.runs.names import requeue_checkpoint, requeued_into, run_name
 from nanogpt.train import derive_accumulation, matmul_precision, train
 
 from .conftest import TINY, compose_train, run_cli
@@ -231,16 +232,44 @@ def test_slurm_tasks_share_a_folder_named_after_their_job(slurm_job):
 
 def test_a_requeued_slurm_job_resumes_in_its_own_folder_and_no_other(slurm_job, tmp_path):
     mine, other = tmp_path / "slurm-4242", tmp_path / "2026-12-01_10-00-00_abcdef"
-    for run in (mine, other):
+    for run, job in [(mine, "4242"), (other, "999")]:
         (run / "checkpoints").mkdir(parents=True)
         (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        (run / "result.json").write_text(json.dumps({"status": "interrupted", "slurm_job_id": job}))
     with pytest.raises(FileExistsError):
-        refuse_existing_checkpoints(mine)  # the first run of the job: a folder in use is refused
-    slurm_job.setenv("SLURM_RESTART_COUNT", "1")  # SLURM requeued the job (Lightning's auto-requeue)
-    assert requeued_into(mine) and not requeued_into(other)
+        refuse_existing_checkpoints(mine)  # not requeued: a folder in use is refused
+    slurm_job.setenv("SLURM_RESTART_COUNT", "1")  # SLURM requeued job 4242
+    assert requeued_into(mine) and not requeued_into(other)  # the other folder is job 999's
     refuse_existing_checkpoints(mine)
     with pytest.raises(FileExistsError):
         refuse_existing_checkpoints(other)
+    assert requeue_checkpoint(mine) == str(mine / "checkpoints" / "last.ckpt")
+    (mine / "hpc_ckpt_1.ckpt").write_bytes(b"x")  # Lightning's auto-requeue saved one: it resumes from it
+    assert requeue_checkpoint(mine) is None
+
+
+def test_a_requeued_slurm_job_continues_its_run_where_it_stopped(slurm_job, cfg_tiny):
+    slurm_job.setenv("SLURM_NTASKS", "1")  # a one-task job, which this process can be
+    slurm_job.setenv("SLURM_NTASKS_PER_NODE", "1")
+    with open_dict(cfg_tiny):
+        cfg_tiny.paths.output_dir = str(Path(cfg_tiny.paths.output_dir).with_name("slurm-4242"))
+        cfg_tiny.trainer.max_steps = 20
+        cfg_tiny.scheduler.decay_steps = 40  # the schedule of the whole run, so both parts agree
+        cfg_tiny.callbacks.bleu = None
+    assert train(cfg_tiny)["step"] == 20  # the first time: stopped at step 20 (here: its end)
+    slurm_job.setenv("SLURM_RESTART_COUNT", "1")
+    with open_dict(cfg_tiny):
+        cfg_tiny.trainer.max_steps = 40
+    assert train(cfg_tiny)["step"] == 40  # requeued: resumed from last.ckpt at 20, in the same folder
+    record = json.loads((Path(cfg_tiny.paths.output_dir) / "result.json").read_text())
+    assert record["slurm_job_id"] == "4242" and record["status"] == "completed"
+    assert [s for s, _ in record["history"]["val/loss"]] == [20, 40]  # one history across the requeue
+    # Lightning's CSV logger would delete the first part's metrics.csv: it is kept beside the new one
+    csv_dir = Path(cfg_tiny.paths.output_dir) / "csv"
+    with open(csv_dir / "metrics.before-requeue-1.csv") as f:
+        before = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    after = [s for s, _ in column(read_metrics(Path(cfg_tiny.paths.output_dir)), "train/loss")]
+    assert before == list(range(1, 21)) and after == list(range(21, 41))
 
 
 # --- throughput ---

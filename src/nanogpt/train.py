@@ -30,6 +30,7 @@ from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
 from nanogpt.loop import accumulation_for, lightning_val_check_interval
 from nanogpt.model import GPTConfig
+from nanogpt.runs.names import keep_metrics_before_requeue, requeue_checkpoint, requeued_into
 from nanogpt.runs.record import RunRecord, interrupted_by
 from nanogpt.runs.sweep import processes_start_outside, sweep_strategy
 
@@ -54,6 +55,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     The run's folder gets ``config.yaml`` and ``result.json`` (:class:`~nanogpt.runs.record.RunRecord`).
     """
+    # before the record below rewrites its result.json: a requeued SLURM job resumes its own folder
+    requeued = requeued_into(cfg.paths.output_dir)
     refuse_existing_checkpoints(cfg.paths.output_dir)
     with RunRecord(cfg) as record:
         if cfg.get("seed") is not None:
@@ -71,12 +74,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model_config = GPTConfig(**fields, vocab_size=vocab_size or 1)
         # before any data work too: a GPU recipe without a GPU, a W&B logger without credentials
         check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
+        if requeued:
+            for kept in keep_metrics_before_requeue(cfg.paths.output_dir):
+                log.info("requeued SLURM job: the metrics logged before the requeue are in %s", kept)
         loggers = build_loggers(cfg)
 
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
         model_config = dataclasses.replace(model_config, vocab_size=vocab_size or datamodule.vocab_size)
         ckpt_path = cfg.get("ckpt_path")
+        if ckpt_path is None and requeued:
+            ckpt_path = requeue_checkpoint(cfg.paths.output_dir)
+            log.info(
+                "requeued SLURM job: resuming in %s from %s", cfg.paths.output_dir, ckpt_path or "hpc_ckpt"
+            )
         if ckpt_path == "last":  # the newest earlier run of this experiment
             ckpt_path = latest_run(cfg.paths.log_dir, cfg.name, exclude=cfg.paths.output_dir)
         if ckpt_path:
@@ -125,11 +136,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # The last step before fit(), which closes the loggers itself, even when it fails: a W&B
         # run started here and left open would be reused by the next job of a sweep.
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        for logger in trainer.loggers:
-            logger.log_hyperparams(resolved)
         with warnings.catch_warnings():
             # A resumed run writes into a new folder by design, so its best.ckpt is tracked afresh.
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
+            if requeued:  # the job's own folder: the CSV writer appends, the checkpoints are its own
+                warnings.filterwarnings(
+                    "ignore", message="(Experiment logs|Checkpoint) directory .* exists and"
+                )
+            for logger in trainer.loggers:
+                logger.log_hyperparams(resolved)
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         return record.complete(trainer)
 

@@ -110,6 +110,8 @@ class RunRecord:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+        if os.environ.get("SLURM_JOB_ID"):  # a requeued job knows its own folder by it
+            self.result["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
 
     def __enter__(self) -> RunRecord:
         self._refuse_another_runs_folder()
