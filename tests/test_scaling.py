@@ -170,6 +170,7 @@ def test_torchrun_on_two_nodes_of_this_machine_writes_one_run_folder(tmp_path, t
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
 
 
+@pytest.mark.slow
 def test_a_launch_that_disagrees_with_the_trainer_config_is_refused(tmp_path, text_path):
     # torchrun starts 2 ranks, but the config says 1 device on 1 node: the global batch would be wrong
     torchrun = Path(sys.executable).with_name("torchrun")

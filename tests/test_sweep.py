@@ -155,6 +155,7 @@ def test_a_grid_sweep_on_two_processes_gives_every_rank_its_jobs_hyperparameters
     assert {r["status"] for r in rows} == {"completed"} and all(float(r["best_val_loss"]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_an_optuna_search_on_two_processes_gives_every_rank_its_trials_parameters(tmp_path, text_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     study = pytest.importorskip("optuna")
