@@ -302,6 +302,9 @@ def test_throughput_and_mfu_reach_the_loggers_against_a_given_peak(cfg_tiny, cap
     run = Path(cfg_tiny.paths.output_dir)
     rows = read_metrics(run)
     tokens, step_ms, mfu = (dict(column(rows, f"perf/{k}")) for k in ("tokens_per_s", "step_ms", "mfu"))
+    train_s = column(rows, "perf/train_s")  # seconds of training, from the first step on
+    assert [step for step, _ in train_s] == list(range(1, 41))  # TINY logs every step
+    assert all(a < b for (_, a), (_, b) in zip(train_s, train_s[1:], strict=False))
     # every 10 steps (trainer.log_every_n_steps) once the 10-step window is full
     assert set(tokens) == set(step_ms) == set(mfu) and len(tokens) >= 3
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

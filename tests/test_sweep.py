@@ -580,3 +580,13 @@ def test_a_job_that_fails_before_its_record_is_reported_failed_with_its_error(tm
     assert (found.name, found.status) == ("0", "failed")
     assert found.error == "ValueError: data.batch_size must be a positive integer"
     assert "1 jobs planned: 1 failed." in (tmp_path / "report.md").read_text()
+
+
+def test_val_loss_against_training_time_is_drawn_per_recipe(tmp_path):
+    from nanogpt.runs.plots import plot_against_time
+
+    curves = {
+        "recipe a": [[(10.0, 2.0), (20.0, 1.9)], [(11.0, 2.1), (21.0, 1.95)]],
+        "recipe b": [[(9.0, 1.8)]],
+    }
+    assert_png(plot_against_time(curves, tmp_path / "val_loss_vs_time.png", title="two recipes"))

@@ -1,4 +1,5 @@
-"""``perf/tokens_per_s``, ``perf/step_ms`` and ``perf/mfu``: how fast a run trains, to every logger.
+"""``perf/tokens_per_s``, ``perf/step_ms``, ``perf/mfu`` and ``perf/train_s``: how fast a run
+trains, to every logger.
 
 Built from the pieces of Lightning's ``ThroughputMonitor``: ``measure_flops`` counts the FLOPs of one
 forward and backward pass (on the meta device, so it costs no memory and no compute), ``Throughput``
@@ -98,10 +99,17 @@ class ThroughputLogger(Callback):
         if trainer.global_step % max(trainer.log_every_n_steps, 1):
             return
         rates = self._throughput.compute()
+        # seconds since training started, validations included: the x-axis of loss against time
+        elapsed = {"perf/train_s": rates["time"]}
         if "device/batches_per_sec" not in rates:
+            pl_module.log_dict(elapsed, on_step=True, on_epoch=False, rank_zero_only=True, batch_size=1)
             return  # the window is not full yet
         tokens_per_s = rates["device/samples_per_sec"] * trainer.world_size  # samples count tokens here
-        metrics = {"perf/tokens_per_s": tokens_per_s, "perf/step_ms": 1000 / rates["device/batches_per_sec"]}
+        metrics = {
+            **elapsed,
+            "perf/tokens_per_s": tokens_per_s,
+            "perf/step_ms": 1000 / rates["device/batches_per_sec"],
+        }
         if "device/mfu" in rates:
             metrics["perf/mfu"] = rates["device/mfu"]
         # logged from rank 0's timings; every rank runs in lockstep under data parallelism

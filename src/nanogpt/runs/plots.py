@@ -1,4 +1,5 @@
-"""Loss-curve PNGs: one per run (train and val loss) and one per sweep (every job's val loss).
+"""Loss-curve PNGs: one per run (train and val loss), one per sweep (every job's val loss), and
+val loss against training time (:func:`plot_against_time`, for comparing recipes).
 
 Figures are drawn on matplotlib's Agg canvas directly, without pyplot, so plotting never opens a
 window, never needs a display, and leaves the user's matplotlib backend alone.
@@ -64,4 +65,35 @@ def plot_sweep(curves: Mapping[str, Curve], path: str | os.PathLike, title: str 
         )
     else:
         ax.text(0.5, 0.5, "no job logged a val/loss", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def plot_against_time(
+    curves: Mapping[str, Sequence[Curve]], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """Val loss against seconds of training, a colour per label and a line per run, as a PNG.
+
+    Args:
+        curves: for each label (a recipe), its runs' ``(seconds, val/loss)`` points.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    colours = [f"C{i}" for i in range(10)]
+    for (label, runs), colour in zip(curves.items(), colours * (len(curves) // 10 + 1), strict=False):
+        for i, points in enumerate(runs):
+            if points:
+                seconds, values = zip(*points, strict=True)
+                ax.plot(
+                    seconds,
+                    values,
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    alpha=0.8,
+                    label=label if i == 0 else None,
+                )
+    ax.set(xlabel="seconds of training (validations included)", ylabel="val/loss (nats/token)", title=title)
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend()
     return _save(fig, path)
