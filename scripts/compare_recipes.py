@@ -36,6 +36,12 @@ def val_against_time(run_dir: Path) -> list[tuple[float, float]]:
     ]
 
 
+def experiment_of(result: dict, default: str) -> str:
+    """The ``experiment=`` override a job ran with (a sweep may set one ``name`` for all)."""
+    chosen = [o.split("=", 1)[1] for o in result.get("overrides", []) if o.startswith("experiment=")]
+    return chosen[-1] if chosen else default
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
