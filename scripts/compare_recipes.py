@@ -57,11 +57,10 @@ def main() -> None:
         result = json.loads((job / "result.json").read_text())
         if result.get("status") != "completed":
             continue
-        curves[config.name].append(val_against_time(job))
-        results[config.name].append((config.seed, result["best_val_loss"], result["wall_time_s"]))
-        print(
-            f"| {config.name} | {config.seed} | {result['best_val_loss']:.4f} | {result['wall_time_s']:.1f} |"
-        )
+        recipe = experiment_of(result, config.name)
+        curves[recipe].append(val_against_time(job))
+        results[recipe].append((config.seed, result["best_val_loss"], result["wall_time_s"]))
+        print(f"| {recipe} | {config.seed} | {result['best_val_loss']:.4f} | {result['wall_time_s']:.1f} |")
     print("\n| experiment | seeds | mean best val/loss | mean wall s |")
     print("|---|---|---|---|")
     for name, rows in results.items():

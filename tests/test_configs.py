@@ -202,3 +202,26 @@ def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
     # every width of the search divides into the CPU recipe's heads
     widths = [int(w) for w in params["model.n_embd"].removeprefix("choice(").rstrip(")").split(",")]
     assert all(w % cfg.model.n_head == 0 for w in widths)
+
+
+def test_the_cpu_optimisation_search_keeps_the_recipes_compute():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["hparams_search=shakespeare_char_cpu_optim", "experiment=shakespeare_char_cpu"],
+            return_hydra_config=True,
+        )
+    params = cfg.hydra.sweeper.params
+    assert set(params) == {
+        "optimizer.lr",
+        "scheduler.warmup_steps",
+        "optimizer.weight_decay",
+        "scheduler.min_lr_ratio",
+    }
+    for key in params:
+        assert OmegaConf.select(cfg, key) is not None, key
+    # nothing that changes the compute of a trial is searched: shape, context, batch, steps
+    assert not any(key.startswith(("model.", "data.", "trainer.")) for key in params)
+    assert cfg.hydra.sweeper.storage.endswith("runs/shakespeare_char_cpu/optuna_cpu_optim/optuna.db")
