@@ -182,15 +182,17 @@ def test_unknown_experiment_lists_the_choices():
     assert "shakespeare_char_cpu" in str(err.value)
 
 
-def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
+def compose_search(search: str) -> DictConfig:
+    """The CPU recipe under an Optuna search, with its Hydra config (the sweeper's settings)."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["hparams_search=shakespeare_optuna", "experiment=shakespeare_char_cpu"],
-            return_hydra_config=True,
-        )
+        overrides = [f"hparams_search={search}", "experiment=shakespeare_char_cpu"]
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
+    cfg = compose_search("shakespeare_optuna")
     params = cfg.hydra.sweeper.params
     assert set(params) == SEARCHED_KEYS
     for key in params:
@@ -205,14 +207,7 @@ def test_optuna_search_covers_existing_keys_and_keeps_its_study_in_one_folder():
 
 
 def test_the_cpu_optimisation_search_keeps_the_recipes_compute():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=["hparams_search=shakespeare_char_cpu_optim", "experiment=shakespeare_char_cpu"],
-            return_hydra_config=True,
-        )
+    cfg = compose_search("shakespeare_char_cpu_optim")
     params = cfg.hydra.sweeper.params
     assert set(params) == {
         "optimizer.lr",

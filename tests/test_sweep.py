@@ -39,10 +39,10 @@ SWEEP = [
 
 
 def sweep(
-    tmp_path: Path, text_path: Path, *args: str, base: list[str] = SWEEP
+    tmp_path: Path, text_path: Path, *args: str, base: list[str] = SWEEP, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     command = ["-m", *base, f"data.path={text_path}", *args]
-    return run_cli("nanogpt-train", command, cwd=tmp_path, timeout=600)
+    return run_cli("nanogpt-train", command, cwd=tmp_path, timeout=600, env=env)
 
 
 def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
@@ -129,13 +129,7 @@ def test_an_unknown_option_of_a_swept_group_fails_before_any_job(tmp_path, text_
 def test_a_grid_sweep_on_two_processes_gives_every_rank_its_jobs_hyperparameters(tmp_path, text_path):
     # trainer=ddp_cpu re-runs the command in its second rank; under -m each job starts it in-process
     args = ["name=ddp", "trainer=ddp_cpu", "optimizer.lr=1e-3,3e-3", "callbacks.bleu=null", *PROBE]
-    result = run_cli(
-        "nanogpt-train",
-        ["-m", *SWEEP, f"data.path={text_path}", *args],
-        cwd=tmp_path,
-        timeout=600,
-        env={"PYTHONPATH": PROBE_ROOT},
-    )
+    result = sweep(tmp_path, text_path, *args, env={"PYTHONPATH": PROBE_ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
     (root,) = sweep_dirs(tmp_path, "ddp")
     jobs = sorted(p for p in root.iterdir() if is_job_folder(p))
@@ -171,13 +165,7 @@ def test_an_optuna_search_on_two_processes_gives_every_rank_its_trials_parameter
         "callbacks.bleu=null",
         *PROBE,
     ]
-    result = run_cli(
-        "nanogpt-train",
-        ["-m", *base, f"data.path={text_path}", *args],
-        cwd=tmp_path,
-        timeout=600,
-        env={"PYTHONPATH": PROBE_ROOT},
-    )
+    result = sweep(tmp_path, text_path, *args, base=base, env={"PYTHONPATH": PROBE_ROOT})
     assert result.returncode == 0, result.stderr[-3000:]
     root = tmp_path / "runs" / "search" / "optuna_search"
     trials = study.load_study(study_name="search", storage=f"sqlite:///{root / 'optuna.db'}").trials
