@@ -17,7 +17,15 @@ from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import Plan, find_jobs, is_job_folder, mean_ci, seed_statistics, write_report
+from nanogpt.runs.report import (
+    Plan,
+    find_jobs,
+    is_job_folder,
+    mean_ci,
+    seed_statistics,
+    student_t_quantile,
+    write_report,
+)
 from nanogpt.runs.report import main as report_main
 from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy
 
@@ -397,6 +405,20 @@ def test_mean_and_confidence_interval_on_known_numbers():
     assert (mean, std) == (3.0, pytest.approx(2**0.5))
     assert half == pytest.approx(12.7062047 * 1.0)  # t(0.975, 1) x sqrt(2) / sqrt(2)
     assert mean_ci([1.5])[0] == 1.5 and all(v != v for v in mean_ci([1.5])[1:])  # nan without spread
+
+
+def test_t_quantiles_match_the_tables_and_scipy():
+    # the 95% two-sided values printed in every t table, then SciPy's where it is installed (the sweep
+    # extra's Optuna brings it)
+    for df, expected in ((1, 12.7062047), (2, 4.3026527), (3, 3.1824463), (9, 2.2621572), (30, 2.0422725)):
+        assert student_t_quantile(0.975, df) == pytest.approx(expected, rel=1e-7)
+    assert student_t_quantile(0.975, 10**6) == pytest.approx(1.959966, rel=1e-5)  # the normal's
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 17, 120):
+        for p in (0.6, 0.9, 0.995, 0.99995):
+            assert student_t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+    with pytest.raises(ValueError, match="0.5 < p < 1"):
+        student_t_quantile(0.25, 3)
 
 
 def test_seed_sweep_report_gives_mean_and_ci_per_configuration(tmp_path):

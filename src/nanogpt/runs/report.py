@@ -153,11 +153,60 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, math.nan, math.nan
-    from scipy.stats import t
-
     std = statistics.stdev(values)
-    half = float(t.ppf(1 - (1 - confidence) / 2, len(values) - 1)) * std / math.sqrt(len(values))
+    half = student_t_quantile(1 - (1 - confidence) / 2, len(values) - 1) * std / math.sqrt(len(values))
     return mean, std, half
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom, ``p`` in (0.5, 1).
+
+    Inverts the distribution function ``F(t) = 1 - I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``
+    by bisection, to about 1e-12. Written here rather than taken from SciPy: Lightning imports
+    torchmetrics, which imports ``scipy.signal`` whenever SciPy is installed, and that costs every
+    ``nanogpt-train`` start about half a second.
+    """
+    if not 0.5 < p < 1 or df < 1:
+        raise ValueError(f"need 0.5 < p < 1 and df >= 1, got p={p} and df={df}")
+    tail = 2 * (1 - p)  # I_x(df/2, 1/2) at the quantile; it falls as t grows
+    low, high = 0.0, 1.0
+    while _regularized_beta(df / (df + high * high), df / 2, 0.5) > tail:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        if _regularized_beta(df / (df + mid * mid), df / 2, 0.5) > tail:
+            low = mid
+        else:
+            high = mid
+        if high - low < 1e-12 * high:
+            break
+    return (low + high) / 2
+
+
+def _regularized_beta(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``, by its continued fraction (Lentz)."""
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1 - _regularized_beta(1 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
 
 
 def _natural_key(name: str) -> list[Any]:
