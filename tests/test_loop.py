@@ -386,18 +386,33 @@ class PoisonAt(Callback):
                 pl_module.model.lm_head.weight.fill_(float("nan"))
 
 
-def test_a_nan_loss_stops_the_run_at_that_step_and_keeps_the_good_checkpoints(cfg_tiny):
-    cfg = shaped(cfg_tiny, trainer__max_steps=40, trainer__val_check_interval=10)
+@pytest.mark.parametrize(
+    "log_every,nan_at,stops_at",
+    [
+        (1, 15, 15),
+        (4, 15, 16),  # read on the next step the loggers are handed
+        (7, 20, 20),  # not a loggers' step, but the validation there reads it before it starts
+    ],
+)
+def test_a_nan_loss_stops_the_run_naming_that_step_and_keeps_the_good_checkpoints(
+    cfg_tiny, log_every, nan_at, stops_at
+):
+    # the loss is read off the device on the loggers' steps and before any validation or save, so
+    # the run stops within log_every_n_steps of the NaN, saves nothing of it, and names its step
+    cfg = shaped(
+        cfg_tiny, trainer__max_steps=40, trainer__val_check_interval=10, trainer__log_every_n_steps=log_every
+    )
     with open_dict(cfg):
         cfg.callbacks.bleu = None
-        cfg.callbacks.poison = {"_target_": "tests.test_loop.PoisonAt", "step": 15}
+        cfg.callbacks.poison = {"_target_": "tests.test_loop.PoisonAt", "step": nan_at}
     with pytest.raises(
-        FloatingPointError, match=r"train/loss is nan at step 15.*last good checkpoint is .*ckpt"
+        FloatingPointError, match=rf"train/loss is nan at step {nan_at}.*last good checkpoint is .*ckpt"
     ):
         train(cfg)
     run = Path(cfg.paths.output_dir)
     result = json.loads((run / "result.json").read_text())
-    assert result["status"] == "failed" and "at step 15" in result["error"] and result["step"] == 15
+    assert result["status"] == "failed" and f"at step {nan_at}" in result["error"]
+    assert result["step"] == stops_at
     for name in ("best.ckpt", "last.ckpt"):  # saved at step 10, before the NaN; never replaced by it
         ckpt = read_checkpoint(run / "checkpoints" / name)
         assert ckpt["global_step"] == 10

@@ -6,17 +6,17 @@
   :func:`lightning_val_check_interval` converts it under gradient accumulation.
 - :class:`ValidateLastStep`: every run that reaches ``max_steps`` ends with a validation there,
   so a completed run always has a ``val/loss`` and a ``best.ckpt``, whatever its length.
-- :class:`StopOnNonFiniteLoss`: a NaN or infinite loss stops the run at that step, before a
-  validation could save the broken model.
+- :class:`StopOnNonFiniteLoss`: a NaN or infinite loss stops the run, naming that step, before a
+  validation or a checkpoint could keep the broken model.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
@@ -75,10 +75,13 @@ class ValidateLastStep(Callback):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Raise ``FloatingPointError`` at the first step whose training loss is NaN or infinite.
+    """Raise ``FloatingPointError`` naming the first step whose training loss was NaN or infinite.
 
-    The check reads the loss off the device at every step: on a GPU that is one small sync per step,
-    the price of stopping at the step where the run broke rather than at the next validation.
+    Every step marks a non-finite loss on the device (a few tiny kernels, no wait); the mark is read
+    off the device only on the loggers' steps, which read the loss anyway, before every validation
+    and checkpoint, and when training ends. A GPU's queue of steps never drains for it, and a broken
+    model is stopped before a validation or a checkpoint could keep it, within
+    ``trainer.log_every_n_steps`` steps of breaking.
 
     Args:
         dirpath: the run's checkpoint folder, to name the last good checkpoint in the error.
@@ -86,17 +89,47 @@ class StopOnNonFiniteLoss(Callback):
 
     def __init__(self, dirpath: str) -> None:
         self.dirpath = Path(dirpath)
+        self._first_bad_step: torch.Tensor | None = None  # -1 while every loss was finite
+        self._first_bad_loss: torch.Tensor | None = None
+        self._read_at_step = -1
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None or math.isfinite(loss.item()):
+        if loss is None:
+            return
+        loss = loss.detach()
+        if self._first_bad_step is None:
+            self._first_bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._first_bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        first = (self._first_bad_step < 0) & ~torch.isfinite(loss)
+        step = torch.full((), trainer.global_step, dtype=torch.long, device=loss.device)
+        self._first_bad_step = torch.where(first, step, self._first_bad_step)
+        self._first_bad_loss = torch.where(first, loss, self._first_bad_loss)
+        step_done = trainer.global_step
+        if step_done % max(trainer.log_every_n_steps, 1) == 0 and step_done != self._read_at_step:
+            self._read_at_step = step_done  # once per optimizer step, not per accumulated micro-batch
+            self._check()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check()
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._check()  # raised before the file is written: no checkpoint of a broken model
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self._first_bad_step is None or (step := int(self._first_bad_step.item())) < 0:
             return
         saved = sorted(self.dirpath.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
         last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet"
         raise FloatingPointError(
-            f"train/loss is {loss.item()} at step {trainer.global_step}; the run stops here and saves "
-            f"nothing more ({last_good}). Lower optimizer.lr, raise scheduler.warmup_steps or keep "
+            f"train/loss is {self._first_bad_loss.item()} at step {step}; the run stops and saves nothing "
+            f"more ({last_good}). Lower optimizer.lr, raise scheduler.warmup_steps or keep "
             "trainer.gradient_clip_val, then resume from that checkpoint or start again"
         )

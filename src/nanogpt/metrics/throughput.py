@@ -53,7 +53,8 @@ class ThroughputLogger(Callback):
     Args:
         peak_flops: the peak FLOP/s of one device at the run's precision; ``None`` takes it from
             Lightning's table of GPUs (none for CPUs and unknown GPUs, so no ``perf/mfu``).
-        window: optimizer steps the rates are averaged over.
+        window: optimizer steps the rates are averaged over, rounded up to a whole number of
+            ``trainer.log_every_n_steps``.
     """
 
     def __init__(self, peak_flops: float | None = None, window: int = 10) -> None:
@@ -72,12 +73,19 @@ class ThroughputLogger(Callback):
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The clock is read on the loggers' steps only: on a GPU a true reading means waiting for the
+        # queued kernels, which every step would stall the queue. So the window holds one entry per
+        # logging step, enough of them to span `window` optimizer steps.
+        every = max(trainer.log_every_n_steps, 1)
         self._throughput = Throughput(
-            available_flops=self.available_flops, world_size=trainer.world_size, window_size=self.window
+            available_flops=self.available_flops,
+            world_size=trainer.world_size,
+            window_size=max(2, -(-self.window // every) + 1),
         )
         self._t0 = time.perf_counter()
-        self._steps = self._tokens = 0
+        self._steps = self._tokens = self._tokens_counted = 0
         self._last_step = trainer.global_step
+        self._throughput.update(time=0.0, batches=0, samples=0, flops=0)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -86,18 +94,19 @@ class ThroughputLogger(Callback):
         if trainer.global_step == self._last_step:
             return  # still accumulating: the optimizer step is not done
         self._last_step = trainer.global_step
-        if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()  # the step's kernels are queued, not done, until here
         self._steps += 1
+        if trainer.global_step % max(trainer.log_every_n_steps, 1):
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the steps' kernels are queued, not done, until here
         self._throughput.update(
             time=time.perf_counter() - self._t0,
             batches=self._steps,
             samples=self._tokens,
-            # the FLOPs this device did in this step, at full context
-            flops=int(self.flops_per_token * batch[0].numel() * trainer.accumulate_grad_batches),
+            # the FLOPs this device did since the last reading, at full context
+            flops=int(self.flops_per_token * (self._tokens - self._tokens_counted)),
         )
-        if trainer.global_step % max(trainer.log_every_n_steps, 1):
-            return
+        self._tokens_counted = self._tokens
         rates = self._throughput.compute()
         # seconds since training started, validations included: the x-axis of loss against time
         elapsed = {"perf/train_s": rates["time"]}
