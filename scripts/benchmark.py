@@ -17,10 +17,15 @@ from the kernel. The final model of each is then scored on the *whole* val split
     python scripts/benchmark.py perf --experiment shakespeare model=gpt2 data.batch_size=16
                                                      # GPT-2 124M at context 1024
     python scripts/benchmark.py perf --peak-flops 1.5e11   # MFU against a peak you give (CPUs)
+    python scripts/benchmark.py settings --repeats 3 # torch threads, DataLoader workers, pinned memory
 
 ``perf`` trains each combination for ``--steps`` optimizer steps in its own nanogpt-train process
 and reports the median of the ``perf/*`` values its loggers got after the first window (so compile
 time and warm-up are left out), with the FLOPs the model needs per second.
+
+``settings`` trains the CPU recipe for ``--steps`` steps under each candidate default (torch's
+intra-op threads, a DataLoader worker, pinned memory), alternating them ``--repeats`` times, and
+reports each one's median training seconds and step time against today's defaults.
 
 Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt when offline.
 """
@@ -285,15 +290,62 @@ def perf(
     print(f"runs kept in {root}")
 
 
+def settings(steps: int, repeats: int, overrides: list[str], keep: Path | None) -> None:
+    import csv
+
+    cores = os.cpu_count() or 1
+    # name -> (extra overrides, extra environment); the first row is today's defaults
+    candidates: dict[str, tuple[list[str], dict[str, str]]] = {
+        f"defaults (torch's {cores} threads, no worker)": ([], {}),
+        "1 torch thread": ([], {"OMP_NUM_THREADS": "1"}),
+        "1 DataLoader worker": (["data.num_workers=1"], {}),
+        "1 worker, 1 torch thread": (["data.num_workers=1"], {"OMP_NUM_THREADS": "1"}),
+        "pinned memory": (["data.pin_memory=true"], {}),
+    }
+    root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-settings-"))
+    root.mkdir(parents=True, exist_ok=True)
+    train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
+    measured: dict[str, list[tuple[float, float]]] = {name: [] for name in candidates}
+    for r in range(repeats):
+        for i, (name, (extra, env)) in enumerate(candidates.items()):
+            run_dir = root / f"{i}-{r}"
+            cmd = [train_cmd, f"experiment={EXPERIMENT}", f"hydra.run.dir={run_dir}", *overrides, *extra]
+            cmd += [f"trainer.max_steps={steps}", "callbacks.bleu=null", "logger=csv"]
+            run_timed(cmd, run_dir.with_suffix(".log"), {**os.environ, **env})
+            with open(run_dir / "csv" / "metrics.csv") as f:
+                rows = list(csv.DictReader(f))
+            train_s = max(float(row["perf/train_s"]) for row in rows if row.get("perf/train_s"))
+            step_ms = logged_median([row for row in rows if row.get("perf/step_ms")][1:], "perf/step_ms")
+            measured[name].append((train_s, step_ms))
+            print(f"repeat {r + 1}/{repeats} {name}: {train_s:.1f} s training", flush=True)
+
+    first = next(iter(measured))
+    print(f"\n{EXPERIMENT} on {cores} CPU cores: {steps} steps, validation included, median of {repeats}")
+    print("| setting | training s (min-max) | step ms | against the defaults |")
+    print("|---|---|---|---|")
+    for name, runs in measured.items():
+        seconds = [s for s, _ in runs]
+        ratios = [s / base for (s, _), (base, _) in zip(runs, measured[first], strict=True)]
+        print(
+            f"| {name} | {statistics.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f}) | "
+            f"{statistics.median(ms for _, ms in runs):.1f} | {statistics.median(ratios):.3f}x |"
+        )
+    print(f"runs kept in {root}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", nargs="?", choices=["compare", "plain", "perf"], default="compare")
+    parser.add_argument(
+        "mode", nargs="?", choices=["compare", "plain", "perf", "settings"], default="compare"
+    )
     parser.add_argument(
         "--experiment", help="perf: the recipe (default: shakespeare_char on CUDA, else the CPU one)"
     )
-    parser.add_argument("--steps", type=int, default=100, help="perf: optimizer steps per combination")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="perf, settings: optimizer steps per run (100, 500)"
+    )
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="perf: trainer.precision values")
     parser.add_argument(
         "--compile", default="false,true", help="perf: compile values, e.g. false or false,true"
@@ -311,11 +363,13 @@ def main() -> None:
     args = parser.parse_intermixed_args()
     if args.mode == "plain":
         plain_loop(args.out, args.overrides)
+    elif args.mode == "settings":
+        settings(args.steps or 500, args.repeats, args.overrides, args.out)
     elif args.mode == "perf":
         compiles = [c.strip().lower() == "true" for c in args.compile.split(",")]
         perf(
             args.experiment,
-            args.steps,
+            args.steps or 100,
             args.precisions.split(","),
             compiles,
             args.peak_flops,
