@@ -18,10 +18,14 @@ from the kernel. The final model of each is then scored on the *whole* val split
                                                      # GPT-2 124M at context 1024
     python scripts/benchmark.py perf --peak-flops 1.5e11   # MFU against a peak you give (CPUs)
     python scripts/benchmark.py settings --repeats 3 # torch threads, DataLoader workers, pinned memory
+    python scripts/benchmark.py profile --repeats 3  # where the time goes: start-up, and each part of a step
 
 ``perf`` trains each combination for ``--steps`` optimizer steps in its own nanogpt-train process
 and reports the median of the ``perf/*`` values its loggers got after the first window (so compile
 time and warm-up are left out), with the FLOPs the model needs per second.
+
+``profile`` times the start-up of both (whole processes, and ``python -X importtime`` for the
+largest imports), then each part of a training step in both loops, alternating ``--repeats`` times.
 
 ``settings`` trains the CPU recipe for ``--steps`` steps under each candidate default (torch's
 intra-op threads, a DataLoader worker, pinned memory), alternating them ``--repeats`` times, and
@@ -55,8 +59,12 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", *overrides])
 
 
-def plain_loop(out: Path, overrides: list[str]) -> None:
-    """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data."""
+def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
+    """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data.
+
+    With ``phases`` it also prints the median time of each part of a training step, as
+    :class:`PhaseTimer` does for nanogpt-train.
+    """
     import torch
     from hydra.utils import instantiate
 
@@ -88,16 +96,29 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     best = float("inf")
+    timings: dict[str, list[float]] = {name: [] for name in PHASES}
+    clock = time.perf_counter
     for step in range(t.max_steps):
+        start = clock()
         lr = o.lr * warmup_cosine_factor(step, s.warmup_steps, s.decay_steps, s.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = next(train_batches)
+        fetched = clock()
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
+        forward = clock()
         loss.backward()
+        backward = clock()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.gradient_clip_val)
         optimizer.step()
+        if phases:
+            for name, seconds in zip(
+                PHASES,
+                (fetched - start, forward - fetched, backward - forward, clock() - backward),
+                strict=True,
+            ):
+                timings[name].append(seconds)
         if (step + 1) % t.val_check_interval == 0 or step + 1 == t.max_steps:
             val_loss = evaluate()
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1}
@@ -106,6 +127,18 @@ def plain_loop(out: Path, overrides: list[str]) -> None:
                 torch.save(state, out / "best.pt")
             torch.save(state, out / "last.pt")
             print(f"step {step + 1}: val loss {val_loss:.4f}", flush=True)
+    if phases:
+        print_phases(timings)
+
+
+# the parts of one training step, timed the same way in both loops
+PHASES = ("batch and hooks", "forward", "backward", "clip and optimizer step")
+
+
+def print_phases(timings: dict[str, list[float]]) -> None:
+    # the first 50 steps warm up the allocator and the caches
+    medians = {name: statistics.median(values[50:] or values) * 1e3 for name, values in timings.items()}
+    print("PHASES " + json.dumps(medians), flush=True)
 
 
 def run_timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -333,12 +366,107 @@ def settings(steps: int, repeats: int, overrides: list[str], keep: Path | None) 
     print(f"runs kept in {root}")
 
 
+# what the plain loop imports, against what nanogpt-train imports
+PLAIN_IMPORTS = (
+    "import torch, hydra, hydra.utils, nanogpt.data, nanogpt.data.sources, nanogpt.model, nanogpt.schedule"
+)
+# the largest parts of nanogpt-train's start-up, and who imports them
+IMPORTED_BY = {
+    "torch._dynamo": "lightning.fabric.wrappers",
+    "torchmetrics": "lightning.fabric (its version check)",
+    "scipy.signal": "torchmetrics, whenever SciPy is installed",
+    "transformers": "torchmetrics' BERTScore, whenever transformers is installed ([hf] extra)",
+}
+
+
+def import_seconds(statement: str, repeats: int) -> float:
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], check=True)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def import_breakdown(statement: str) -> dict[str, float]:
+    """Seconds each module of IMPORTED_BY adds (python -X importtime's cumulative column)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=True
+    )
+    seconds = {}
+    for line in done.stderr.splitlines():
+        fields = line.split("|")
+        if len(fields) == 3 and fields[2].strip() in IMPORTED_BY:
+            seconds.setdefault(fields[2].strip(), int(fields[1]) / 1e6)
+    return seconds
+
+
+def profile(steps: int, repeats: int, overrides: list[str], keep: Path | None) -> None:
+    root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-profile-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"start-up: whole processes, median of {repeats}")
+    print("| process | seconds |")
+    print("|---|---|")
+    for label, statement in (
+        ("python alone", "pass"),
+        ("`import torch`", "import torch"),
+        ("the plain loop's imports (torch, Hydra, nanogpt's data and model)", PLAIN_IMPORTS),
+        ("`import nanogpt.train` (Lightning, torchmetrics)", "import nanogpt.train"),
+    ):
+        print(f"| {label} | {import_seconds(statement, repeats):.2f} |", flush=True)
+    print("\nof which, in `import nanogpt.train` (python -X importtime, cumulative):")
+    print("| module | seconds | imported by |")
+    print("|---|---|---|")
+    for module, seconds in import_breakdown("import nanogpt.train").items():
+        print(f"| {module} | {seconds:.2f} | {IMPORTED_BY[module]} |")
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    train_cmd = str(Path(sys.executable).with_name("nanogpt-train"))
+    medians: dict[str, list[dict[str, float]]] = {PLAIN: [], LIGHTNING: []}
+    for r in range(repeats):
+        for name in medians:
+            run_dir = root / f"{name.split()[0]}-{r}"
+            if name == PLAIN:
+                cmd = [sys.executable, __file__, "plain", "--phases", "--out", str(run_dir)]
+            else:
+                cmd = [
+                    train_cmd,
+                    f"experiment={EXPERIMENT}",
+                    f"hydra.run.dir={run_dir}",
+                    "callbacks.bleu=null",
+                ]
+                cmd.append("+callbacks.phase_timer._target_=phase_timer.PhaseTimer")
+            cmd += [*overrides, f"trainer.max_steps={steps}"]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+            line = next(x for x in out.stdout.splitlines() if x.startswith("PHASES "))
+            medians[name].append(json.loads(line.removeprefix("PHASES ")))
+    print(
+        f"\none training step of {EXPERIMENT}, ms: the median over steps 50-{steps}, then over {repeats} runs"
+    )
+    print(f"| part of the step | {PLAIN} | {LIGHTNING} | difference |")
+    print("|---|---|---|---|")
+    totals = dict.fromkeys(medians, 0.0)
+    for phase in PHASES:
+        ms = {name: statistics.median(run[phase] for run in runs) for name, runs in medians.items()}
+        for name in ms:
+            totals[name] += ms[name]
+        print(f"| {phase} | {ms[PLAIN]:.2f} | {ms[LIGHTNING]:.2f} | {ms[LIGHTNING] - ms[PLAIN]:+.2f} |")
+    plain, ours = totals[PLAIN], totals[LIGHTNING]
+    print(f"| **step** | {plain:.2f} | {ours:.2f} | {ours - plain:+.2f} |")
+    print(f"runs kept in {root}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "mode", nargs="?", choices=["compare", "plain", "perf", "settings"], default="compare"
+        "mode", nargs="?", choices=["compare", "plain", "perf", "settings", "profile"], default="compare"
     )
     parser.add_argument(
         "--experiment", help="perf: the recipe (default: shakespeare_char on CUDA, else the CPU one)"
@@ -359,10 +487,15 @@ def main() -> None:
         help="another checkout of nanogpt (e.g. a git worktree of main); adds its nanogpt-train as a row",
     )
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
+    parser.add_argument(
+        "--phases", action="store_true", help="plain: print the median time of each part of a step"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every run")
     args = parser.parse_intermixed_args()
     if args.mode == "plain":
-        plain_loop(args.out, args.overrides)
+        plain_loop(args.out, args.overrides, phases=args.phases)
+    elif args.mode == "profile":
+        profile(args.steps or 500, args.repeats, args.overrides, args.out)
     elif args.mode == "settings":
         settings(args.steps or 500, args.repeats, args.overrides, args.out)
     elif args.mode == "perf":
