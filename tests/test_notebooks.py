@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -13,7 +14,14 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
 PROBE = """\
 import json
-print(json.dumps({"run": str(RUN), "n_layer": model.config.n_layer, "top": top.indices.tolist()}))
+print(json.dumps({
+    "run": str(RUN),
+    "n_layer": model.config.n_layer,
+    "top": top.indices.tolist(),
+    "tokens_per_step": tokens_per_step,
+    "validations": len(val_loss),
+    "samples_over_time": over_time["step"].tolist() if not isinstance(over_time, str) else over_time,
+}))
 """
 
 
@@ -24,22 +32,61 @@ def test_notebooks_are_committed_without_outputs(path):
         assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
 
 
+def execute(notebook: Path, cwd: Path) -> tuple[nbformat.NotebookNode, dict]:
+    """Run ``notebook`` top to bottom with PROBE appended, its working folder ``cwd`` as in Jupyter."""
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+    # a failing cell raises CellExecutionError
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(cwd)}}).execute()
+    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
+    return nb, json.loads(stdout.strip().splitlines()[-1])
+
+
+def shown(nb: nbformat.NotebookNode, kind: str) -> int:
+    """How many outputs of ``kind`` (a MIME type, or "stream") the notebook's cells showed."""
+    return sum(
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if (out.output_type == "stream" if kind == "stream" else kind in out.get("data", {}))
+    )
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_inspect_run_notebook_runs_on_a_fresh_run(cfg_tiny, monkeypatch):
+def test_inspect_run_notebook_reads_a_run_it_is_given(cfg_tiny, monkeypatch):
     train(cfg_tiny)
     run = Path(cfg_tiny.paths.output_dir)
-    # the kernel inherits the environment: the run to inspect, and no plot windows
+    # the kernel inherits the environment: the run to inspect, and Jupyter's own inline plots
     monkeypatch.setenv("NANOGPT_RUN", str(run))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOK_DIR / "inspect_run.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    # the kernel's working folder is the notebook's, as in Jupyter; a failing cell raises CellExecutionError
-    NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
-
-    table, probe = nb.cells[-2], nb.cells[-1]
-    assert any(out.output_type == "execute_result" for out in table.outputs), "no top-5 table shown"
-    stdout = "".join(out.text for out in probe.outputs if out.output_type == "stream")
-    values = json.loads(stdout.strip().splitlines()[-1])
-    assert Path(values["run"]) == run
-    assert values["n_layer"] == 2
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb, values = execute(NOTEBOOK_DIR / "02_inspect_run.ipynb", NOTEBOOK_DIR)
+    assert Path(values["run"]) == run and values["n_layer"] == 2
     assert len(values["top"]) == 5
+    assert values["tokens_per_step"] == cfg_tiny.data.batch_size * cfg_tiny.model.block_size
+    assert values["validations"] == 2  # at steps 20 and 40
+    assert values["samples_over_time"] == [20, 40]  # one prompt's continuation at each validation
+    assert shown(nb, "image/png") >= 1  # loss against steps and against tokens
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert all(f"--- temperature {t}" in text for t in (0.5, 0.8, 1.2))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
+    # a fresh clone: the notebook in notebooks/, no runs/ and no data/ beside it yet
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    notebook = clone / "notebooks" / "02_inspect_run.ipynb"
+    shutil.copy(NOTEBOOK_DIR / "02_inspect_run.ipynb", notebook)
+    monkeypatch.delenv("NANOGPT_RUN", raising=False)
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))  # CI's offline copy
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb, values = execute(notebook, notebook.parent)
+    run = Path(values["run"])
+    assert run.parent == clone / "runs" / "notebook_inspect"
+    assert json.loads((run / "result.json").read_text())["step"] == 300
+    assert (clone / "data" / "shakespeare_char").is_dir()
+    assert values["n_layer"] == 4 and values["validations"] == 3
+    assert values["tokens_per_step"] == 12 * 64  # the CPU recipe's batch x context
+    assert values["samples_over_time"] == [100, 200, 300]
+    assert shown(nb, "image/png") >= 1
