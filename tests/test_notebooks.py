@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -90,3 +91,36 @@ def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_pa
     assert values["tokens_per_step"] == 12 * 64  # the CPU recipe's batch x context
     assert values["samples_over_time"] == [100, 200, 300]
     assert shown(nb, "image/png") >= 1
+
+
+@pytest.mark.slow  # 400 steps of the CPU recipe: about a minute
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_quickstart_notebook_trains_samples_and_scores_in_a_fresh_clone(
+    shakespeare_path, tmp_path, monkeypatch
+):
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    notebook = clone / "notebooks" / "01_quickstart.ipynb"
+    shutil.copy(NOTEBOOK_DIR / "01_quickstart.ipynb", notebook)
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(notebook, as_version=4)
+    columns = {"val": "val/loss", "ppl": "val/ppl", "bleu": "val/bleu", "chrf": "val/chrf"}
+    probe = ", ".join(f"'{k}': val['{c}'].tolist()" for k, c in columns.items())
+    probe = f"print(json.dumps({{'run': str(RUN), 'best': final['best_val_loss'], {probe}}}))"
+    nb.cells.append(nbformat.v4.new_code_cell(probe))
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
+    values = json.loads(stdout.strip().splitlines()[-1])
+    run = Path(values["run"])
+    assert run.parent == clone / "runs" / "notebook_quickstart"
+    assert json.loads((run / "result.json").read_text())["step"] == 400
+    assert len(values["val"]) == 4  # steps 100, 200, 300, 400
+    assert values["val"][-1] < values["val"][0] < 4.2  # it learned; ln(65) = 4.17 is a uniform guess
+    assert values["best"] == pytest.approx(min(values["val"]), abs=1e-6)
+    assert values["ppl"] == pytest.approx([math.exp(v) for v in values["val"]], rel=1e-3)
+    assert all(0 <= b <= 100 for b in values["bleu"]) and all(0 <= c <= 100 for c in values["chrf"])
+    assert shown(nb, "image/png") >= 1  # the loss curves
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "--- temperature 0.6\nROMEO:" in text and "--- temperature 1.0\nROMEO:" in text
+    assert "train:" in text  # the progress bar
