@@ -1,0 +1,29 @@
+"""docs/architecture.md names real files, and every module of the package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def test_every_path_the_architecture_page_names_exists():
+    text = DOC.read_text()
+    paths = set(
+        re.findall(r"\b((?:src/nanogpt|configs|scripts|tests|docs)/[\w/.-]+\.(?:py|yaml|md))\b", text)
+    )
+    assert len(paths) > 20  # the page names the modules by their paths
+    missing = sorted(p for p in paths if not (ROOT / p).is_file())
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}; update the page"
+
+
+def test_the_architecture_page_names_every_module_and_notebook():
+    text = DOC.read_text()
+    package = ROOT / "src" / "nanogpt"
+    modules = [p for p in package.rglob("*.py") if p.name != "__init__.py" or p.parent.name == "loggers"]
+    unnamed = sorted(str(p.relative_to(package)) for p in modules if p.name not in text)
+    assert not unnamed, f"docs/architecture.md does not say where these modules fit: {unnamed}"
+    notebooks = [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    assert all(name in text for name in notebooks), f"add the notebooks to docs/architecture.md: {notebooks}"
