@@ -1,0 +1,97 @@
+"""notebooks/04_model_anatomy.ipynb, run top to bottom in a fresh clone: its numbers, checked here."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from nanogpt import CONFIG_DIR
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "04_model_anatomy.ipynb"
+
+# run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
+PROBE = """\
+import json
+print(json.dumps({
+    "run": str(RUN),
+    "configs": list(params.index),
+    "params": {name: int(n) for name, n in params["total"].items()},
+    "lm_head_params": {name: int(n) for name, n in params["lm_head"].items()},
+    "component_flops": {name: float(n) for name, n in flops[FLOP_PARTS].sum(axis=1).items()},
+    "measured_flops": {name: float(n) for name, n in flops_check["flops_per_token()"].items()},
+    "attention_shape": list(attention.shape),
+    "row_sum_error": (attention.sum(-1) - 1).abs().max().item(),
+    "above_diagonal": attention.triu(diagonal=1).abs().max().item(),
+    "tokens_equal": torch.equal(outputs[True], outputs[False]),
+    "new_tokens": outputs[True].size(1) - prompt.size(1),
+    "speedup": speedup,
+}))
+"""
+
+
+def gpt2_params(n_layer: int, n_embd: int, vocab_size: int, block_size: int) -> int:
+    """GPT-2's parameter count with biases and a tied output layer, from its shapes alone."""
+    C = n_embd
+    # per block: c_attn 3C^2 + 3C, c_proj C^2 + C, c_fc 4C^2 + 4C, c_proj 4C^2 + C, two LayerNorms 4C
+    block = 12 * C * C + 13 * C
+    return n_layer * block + vocab_size * C + block_size * C + 2 * C  # + wte, wpe, ln_f
+
+
+def shown(nb: nbformat.NotebookNode, mime: str) -> int:
+    return sum(
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.outputs
+        if mime in out.get("data", {})
+    )
+
+
+@pytest.mark.slow  # a 250-step training run, attention maps and generation timings: about 40 s
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_anatomy_notebook_runs_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
+    # a fresh clone: the notebook in notebooks/, no runs/ and no data/ beside it yet
+    clone = tmp_path / "clone"
+    (clone / "notebooks").mkdir(parents=True)
+    notebook = clone / "notebooks" / NOTEBOOK.name
+    shutil.copy(NOTEBOOK, notebook)
+    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))  # CI's offline copy
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # Jupyter's inline plots, as image/png
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
+    # a failing cell, the notebook's own asserts included, raises CellExecutionError
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
+    values = json.loads(stdout.strip().splitlines()[-1])
+
+    # one row per shipped model config
+    shipped = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))
+    assert sorted(values["configs"]) == shipped
+    params = values["params"]
+    # GPT-2 124M, its vocabulary padded to 50304; gpt2_pretrained is OpenAI's, unpadded (50257)
+    assert params["gpt2"] == gpt2_params(12, 768, 50304, 1024)
+    assert abs(params["gpt2"] / 124.4e6 - 1) < 0.01
+    assert params["gpt2_pretrained"] == gpt2_params(12, 768, 50257, 1024)
+    assert params["gpt2_xl"] == gpt2_params(48, 1600, 50304, 1024)
+    assert all(n == 0 for n in values["lm_head_params"].values())  # tied: counted with the embedding
+    # the per-component FLOPs add up to torch's count
+    for name in shipped:
+        assert values["component_flops"][name] == pytest.approx(values["measured_flops"][name], rel=0.01)
+
+    # attention probabilities of the run the notebook trained itself
+    run = Path(values["run"])
+    assert run.parent == clone / "runs" / "notebook_anatomy"
+    assert json.loads((run / "result.json").read_text())["step"] == 250
+    assert (clone / "data" / "shakespeare_char").is_dir()
+    line = "ROMEO:\nBut soft, what light through yonder window breaks?"
+    assert values["attention_shape"] == [4, 4, len(line), len(line)]  # layers, heads, queries, keys
+    assert values["row_sum_error"] < 1e-5
+    assert values["above_diagonal"] == 0.0  # causal
+
+    # the KV cache gives the tokens of full recomputation
+    assert values["tokens_equal"] and values["new_tokens"] == 200
+    assert values["speedup"] > 0
+    assert shown(nb, "image/png") >= 2  # the parameter/FLOP charts and the attention maps
