@@ -27,3 +27,32 @@ def test_the_architecture_page_names_every_module_and_notebook():
     assert not unnamed, f"docs/architecture.md does not say where these modules fit: {unnamed}"
     notebooks = [p.stem for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
     assert all(name in text for name in notebooks), f"add the notebooks to docs/architecture.md: {notebooks}"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    text = re.sub(
+        r"```.*?```", "", page.read_text(), flags=re.S
+    )  # a "# comment" in a code block is no heading
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def test_every_link_between_the_readme_and_the_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://|mailto:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert not broken, "broken links; fix the link or the heading:\n" + "\n".join(broken)

@@ -1,0 +1,230 @@
+"""Every command the README and docs/ show is checked against the code, so neither can drift.
+
+- Every ``nanogpt-train``, ``nanogpt-sample``, ``nanogpt-eval`` and ``nanogpt-export`` command (in
+  ``bash`` blocks and in inline code) is composed by Hydra with its own overrides: a renamed option,
+  group or experiment fails here. A sweep (``-m``) is composed at its first job; placeholders such
+  as ``<time>`` stand for any value.
+- The ``nanogpt-train`` commands that can train on this machine's CPU, offline, and need no file of
+  the user's are run, each set of overrides once, shortened with ``debug=fdr``: one training and one
+  validation batch (a sweep: its first job).
+- Every ``python scripts/...`` command names a script that exists, a mode it has and flags it takes
+  (its ``--help``); ``nanogpt-report`` likewise.
+
+The two set-up commands at the top of the README are CI's own: ``.ci/run`` runs the second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from omegaconf import open_dict
+
+from nanogpt import CONFIG_DIR
+from nanogpt.train import OPTIONAL_GROUPS, train
+
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CONFIGS = {
+    "nanogpt-train": "train",
+    "nanogpt-sample": "sample",
+    "nanogpt-eval": "eval",
+    "nanogpt-export": "export",
+}
+INLINE = re.compile(r"`((?:nanogpt-(?:train|sample|eval|export|report)|python scripts/|torchrun )[^`]*)`")
+
+
+def _substitute_subshells(line: str) -> str:
+    # the README's first command picks its experiment with $(python -c ...): either one is shown
+    while "$(" in line:
+        start = line.index("$(")
+        depth, end = 0, start + 1
+        for end in range(start + 1, len(line)):
+            depth += {"(": 1, ")": -1}.get(line[end], 0)
+            if depth == 0:
+                break
+        line = line[:start] + "shakespeare_char_cpu" + line[end + 1 :]
+    return line
+
+
+def _split(line: str) -> list[list[str]]:
+    """One shell line -> its commands (split at && | ;), as argument lists without comments."""
+    line = re.sub(r"<[^>]*>", "x", _substitute_subshells(line))  # <time>, <before|after>: any value
+    lexer = shlex.shlex(os.path.expandvars(line), posix=True, punctuation_chars="&|;")  # $HOME as bash does
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    commands, current = [], []
+    for token in lexer:
+        if token in ("&&", "||", "|", ";", "&"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    return [c for c in [*commands, current] if c]
+
+
+def _program(tokens: list[str]) -> tuple[str, list[str]]:
+    """(program, its arguments): leading VAR=value assignments dropped, torchrun's -m module unwrapped."""
+    while tokens and re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):
+        tokens = tokens[1:]
+    name = Path(tokens[0]).name if tokens else ""
+    if name == "torchrun" and "nanogpt.train" in tokens:
+        return "nanogpt-train", tokens[tokens.index("nanogpt.train") + 1 :]
+    if name in ("python", "python3") and len(tokens) > 1 and tokens[1].startswith("scripts/"):
+        return tokens[1], tokens[2:]
+    return name, tokens[1:]
+
+
+@cache
+def shown_commands() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(where, program, arguments) of every command the pages show."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        lines = [
+            line
+            for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+            for line in block.replace("\\\n", " ").splitlines()
+        ]
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        lines += [span for span in INLINE.findall(prose) if "..." not in span]  # "..." elides on purpose
+        for line in lines:
+            for tokens in _split(line):
+                program, args = _program(tokens)
+                found.append((f"{page.name}: {' '.join(tokens)[:90]}", program, tuple(args)))
+    return tuple(found)
+
+
+def _overrides(args: tuple[str, ...]) -> list[str]:
+    """The Hydra overrides of a command, at a sweep's first job."""
+    kept, skip = [], False
+    for arg in args:
+        if skip or arg in ("-m", "--multirun"):
+            skip = False
+            continue
+        if arg == "--cfg":
+            skip = True  # its value (job, hydra, all) follows
+            continue
+        if arg.removesuffix("=null") in OPTIONAL_GROUPS:
+            arg = "~" + arg.removesuffix("=null")  # as nanogpt-train's cli() reads it
+        kept.append(arg)
+    first = []
+    for override in OverridesParser.create().parse_overrides(kept):
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+            continue
+        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(override.type, "")
+        first.append(f"{prefix}{override.key_or_group}={next(override.sweep_string_iterator())}")
+    return first
+
+
+def compose_command(config_name: str, overrides: list[str], hydra: bool):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
+
+
+OURS = [c for c in shown_commands() if c[1] in CONFIGS]
+TRAIN = [c for c in OURS if c[1] == "nanogpt-train"]
+SCRIPTS = [c for c in shown_commands() if c[1].startswith("scripts/") or c[1] == "nanogpt-report"]
+
+
+def test_the_pages_show_commands_of_every_kind():
+    assert len(TRAIN) >= 30 and {c[1] for c in OURS} == set(CONFIGS)
+    assert {"scripts/benchmark.py", "scripts/benchmark_sample.py", "nanogpt-report"} <= {
+        c[1] for c in SCRIPTS
+    }
+
+
+@pytest.mark.parametrize("where,program,args", OURS, ids=[c[0] for c in OURS])
+def test_every_command_shown_composes(where, program, args):
+    compose_command(CONFIGS[program], _overrides(args), hydra=True)
+
+
+def _trains_here(cfg, args: tuple[str, ...]) -> bool:
+    """Whether a composed command trains on this CPU, offline, on files the tests have."""
+    text = " ".join(args)
+    return (
+        cfg.trainer.get("accelerator") in ("cpu", "auto")
+        and cfg.trainer.get("strategy", "auto") == "auto"
+        and cfg.data.get("source") is None  # data=text needs the user's files
+        and cfg.model.get("init_from") is None  # pretrained GPT-2 is a download
+        and "wandb" not in text
+        and not re.search(
+            r"=x\b|/x\b|/path/to|ckpt_path=|data\.path=", text
+        )  # placeholders, the user's files
+    )
+
+
+def _runnable() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The training commands, each set of overrides once (the README and docs/ repeat some)."""
+    seen, unique = set(), []
+    for where, program, args in TRAIN:
+        overrides = tuple(o for o in _overrides(args) if not o.lstrip("+~").startswith("hydra"))
+        if "hparams_search" not in " ".join(args) and overrides not in seen:
+            seen.add(overrides)
+            unique.append((where, program, args))
+    return unique
+
+
+RUNNABLE = _runnable()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """One folder of prepared corpora for all the commands, so each text is tokenized once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.mark.slow  # one batch each, but a Lightning run apiece: about 2 minutes in all
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("where,program,args", RUNNABLE, ids=[c[0] for c in RUNNABLE])
+def test_every_cpu_training_command_shown_trains_one_batch(
+    where, program, args, shakespeare_path, data_dir, tmp_path
+):
+    overrides = [o for o in _overrides(args) if not o.lstrip("+~").startswith("hydra")]
+    if not _trains_here(compose_command("train", overrides, hydra=False), args):
+        pytest.skip("needs a GPU, several processes, the user's files, W&B or a download")
+    cfg = compose_command("train", [*overrides, "debug=fdr"], hydra=False)
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.log_dir = str(tmp_path / "runs")
+        cfg.paths.output_dir = str(tmp_path / "run")
+        if cfg.data.get("path") is None and "shakespeare" in str(cfg.data.get("data_dir")):
+            cfg.data.path = str(shakespeare_path)
+    train(cfg)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
+
+
+@cache
+def help_text(program: str) -> str:
+    cmd = (
+        [sys.executable, str(ROOT / program)]
+        if program.startswith("scripts/")
+        else [str(Path(sys.executable).with_name(program))]
+    )
+    done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{program} --help failed: {done.stderr[-1000:]}"
+    return done.stdout
+
+
+@pytest.mark.parametrize("where,program,args", SCRIPTS, ids=[c[0] for c in SCRIPTS])
+def test_every_script_command_shown_names_a_real_mode_and_flags(where, program, args):
+    if program.startswith("scripts/"):
+        assert (ROOT / program).is_file(), f"{where}: no {program}"
+    text = help_text(program)
+    flags = [a.split("=")[0] for a in args if a.startswith("--")]
+    assert all(flag in text for flag in flags), f"{where}: {program} takes none of {flags}"
+    modes = re.search(r"\{([\w,]+)\}", text)  # argparse's choices of a positional mode
+    if modes and args and not args[0].startswith("-") and "=" not in args[0] and "/" not in args[0]:
+        assert args[0] in modes.group(1).split(","), f"{where}: {program} has no mode {args[0]}"
