@@ -1,16 +1,12 @@
 """notebooks/04_model_anatomy.ipynb, run top to bottom in a fresh clone: its numbers, checked here."""
 
 import json
-import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from nanogpt import CONFIG_DIR
-
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "04_model_anatomy.ipynb"
+from tests.notebook_runner import execute, fresh_clone, shown
 
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
 PROBE = """\
@@ -40,32 +36,13 @@ def gpt2_params(n_layer: int, n_embd: int, vocab_size: int, block_size: int) -> 
     return n_layer * block + vocab_size * C + block_size * C + 2 * C  # + wte, wpe, ln_f
 
 
-def shown(nb: nbformat.NotebookNode, mime: str) -> int:
-    return sum(
-        1
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if mime in out.get("data", {})
-    )
-
-
 @pytest.mark.slow  # a 250-step training run, attention maps and generation timings: about 40 s
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_anatomy_notebook_runs_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
-    # a fresh clone: the notebook in notebooks/, no runs/ and no data/ beside it yet
-    clone = tmp_path / "clone"
-    (clone / "notebooks").mkdir(parents=True)
-    notebook = clone / "notebooks" / NOTEBOOK.name
-    shutil.copy(NOTEBOOK, notebook)
-    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))  # CI's offline copy
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # Jupyter's inline plots, as image/png
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    # a failing cell, the notebook's own asserts included, raises CellExecutionError
-    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
-    values = json.loads(stdout.strip().splitlines()[-1])
+    notebook = fresh_clone("04_model_anatomy.ipynb", tmp_path, monkeypatch, shakespeare_path)
+    clone = notebook.parents[1]
+    # a failing cell, the notebook's own asserts included, fails the test
+    nb, values = execute(notebook, PROBE)
 
     # one row per shipped model config
     shipped = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("*.yaml"))

@@ -2,14 +2,11 @@
 
 import json
 import math
-import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "03_sweep_analysis.ipynb"
+from tests.notebook_runner import execute, fresh_clone, shown
 
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
 PROBE = """\
@@ -27,39 +24,15 @@ print(json.dumps({
 """
 
 
-def execute(notebook: Path) -> tuple[nbformat.NotebookNode, dict]:
-    """Run ``notebook`` with PROBE appended, its working folder its own, as in Jupyter."""
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    # a failing cell raises CellExecutionError
-    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
-    return nb, json.loads(stdout.strip().splitlines()[-1])
-
-
-def images(nb: nbformat.NotebookNode) -> int:
-    return sum(
-        "image/png" in out.get("data", {})
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-    )
-
-
 @pytest.mark.slow  # two sweeps, 12 jobs: 60-110 s on 2 CPU cores
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_sweep_notebook_runs_its_own_sweeps_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")  # the [sweep] extra
-    # a fresh clone: the notebook in notebooks/, no runs/ and no data/ beside it yet
-    clone = tmp_path / "clone"
-    (clone / "notebooks").mkdir(parents=True)
-    notebook = clone / "notebooks" / NOTEBOOK.name
-    shutil.copy(NOTEBOOK, notebook)
+    notebook = fresh_clone("03_sweep_analysis.ipynb", tmp_path, monkeypatch, shakespeare_path)
+    clone = notebook.parents[1]
     monkeypatch.delenv("NANOGPT_SWEEP", raising=False)
     monkeypatch.delenv("NANOGPT_STUDY", raising=False)
-    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))  # CI's offline copy
-    monkeypatch.delenv("MPLBACKEND", raising=False)  # Jupyter's own inline plots
-    nb, values = execute(notebook)
+    nb, values = execute(notebook, PROBE)
 
     # the grid: 2 learning rates x 2 depths x 2 seeds, in the clone's runs/ and data/
     sweep = Path(values["sweep"])
@@ -77,7 +50,7 @@ def test_sweep_notebook_runs_its_own_sweeps_in_a_fresh_clone(shakespeare_path, t
     }
     assert all(c["n"] == 2 and math.isfinite(c["ci95"]) and c["ci95"] > 0 for c in configs)
     assert values["seed_table_rows"] == 4
-    assert images(nb) >= 2  # the grid's panels, and the study's history
+    assert shown(nb, "image/png") >= 2  # the grid's panels, and the study's history
 
     # the study, read back here from its SQLite file: each trial's value is its job's best val/loss
     study_dir = Path(values["study"])

@@ -1,15 +1,12 @@
 import json
 import math
-import shutil
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from nanogpt.train import train
+from tests.notebook_runner import NOTEBOOK_DIR, execute, fresh_clone, printed, shown
 
-NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
@@ -33,27 +30,6 @@ def test_notebooks_are_committed_without_outputs(path):
         assert cell.get("outputs", []) == [] and cell.get("execution_count") is None
 
 
-def execute(notebook: Path, cwd: Path) -> tuple[nbformat.NotebookNode, dict]:
-    """Run ``notebook`` top to bottom with PROBE appended, its working folder ``cwd`` as in Jupyter."""
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    # a failing cell raises CellExecutionError
-    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(cwd)}}).execute()
-    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
-    return nb, json.loads(stdout.strip().splitlines()[-1])
-
-
-def shown(nb: nbformat.NotebookNode, kind: str) -> int:
-    """How many outputs of ``kind`` (a MIME type, or "stream") the notebook's cells showed."""
-    return sum(
-        1
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for out in cell.outputs
-        if (out.output_type == "stream" if kind == "stream" else kind in out.get("data", {}))
-    )
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_inspect_run_notebook_reads_a_run_it_is_given(cfg_tiny, monkeypatch):
     train(cfg_tiny)
@@ -61,28 +37,22 @@ def test_inspect_run_notebook_reads_a_run_it_is_given(cfg_tiny, monkeypatch):
     # the kernel inherits the environment: the run to inspect, and Jupyter's own inline plots
     monkeypatch.setenv("NANOGPT_RUN", str(run))
     monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb, values = execute(NOTEBOOK_DIR / "02_inspect_run.ipynb", NOTEBOOK_DIR)
+    nb, values = execute(NOTEBOOK_DIR / "02_inspect_run.ipynb", PROBE)
     assert Path(values["run"]) == run and values["n_layer"] == 2
     assert len(values["top"]) == 5
     assert values["tokens_per_step"] == cfg_tiny.data.batch_size * cfg_tiny.model.block_size
     assert values["validations"] == 2  # at steps 20 and 40
     assert values["samples_over_time"] == [20, 40]  # one prompt's continuation at each validation
     assert shown(nb, "image/png") >= 1  # loss against steps and against tokens
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert all(f"--- temperature {t}" in text for t in (0.5, 0.8, 1.2))
+    assert all(f"--- temperature {t}" in printed(nb) for t in (0.5, 0.8, 1.2))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
-    # a fresh clone: the notebook in notebooks/, no runs/ and no data/ beside it yet
-    clone = tmp_path / "clone"
-    (clone / "notebooks").mkdir(parents=True)
-    notebook = clone / "notebooks" / "02_inspect_run.ipynb"
-    shutil.copy(NOTEBOOK_DIR / "02_inspect_run.ipynb", notebook)
+    notebook = fresh_clone("02_inspect_run.ipynb", tmp_path, monkeypatch, shakespeare_path)
+    clone = notebook.parents[1]
     monkeypatch.delenv("NANOGPT_RUN", raising=False)
-    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))  # CI's offline copy
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb, values = execute(notebook, notebook.parent)
+    nb, values = execute(notebook, PROBE)
     run = Path(values["run"])
     assert run.parent == clone / "runs" / "notebook_inspect"
     assert json.loads((run / "result.json").read_text())["step"] == 300
@@ -98,20 +68,12 @@ def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_pa
 def test_quickstart_notebook_trains_samples_and_scores_in_a_fresh_clone(
     shakespeare_path, tmp_path, monkeypatch
 ):
-    clone = tmp_path / "clone"
-    (clone / "notebooks").mkdir(parents=True)
-    notebook = clone / "notebooks" / "01_quickstart.ipynb"
-    shutil.copy(NOTEBOOK_DIR / "01_quickstart.ipynb", notebook)
-    monkeypatch.setenv("NANOGPT_SHAKESPEARE_PATH", str(shakespeare_path))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb = nbformat.read(notebook, as_version=4)
+    notebook = fresh_clone("01_quickstart.ipynb", tmp_path, monkeypatch, shakespeare_path)
+    clone = notebook.parents[1]
     columns = {"val": "val/loss", "ppl": "val/ppl", "bleu": "val/bleu", "chrf": "val/chrf"}
     probe = ", ".join(f"'{k}': val['{c}'].tolist()" for k, c in columns.items())
     probe = f"print(json.dumps({{'run': str(RUN), 'best': final['best_val_loss'], {probe}}}))"
-    nb.cells.append(nbformat.v4.new_code_cell(probe))
-    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    stdout = "".join(out.text for out in nb.cells[-1].outputs if out.output_type == "stream")
-    values = json.loads(stdout.strip().splitlines()[-1])
+    nb, values = execute(notebook, probe)
     run = Path(values["run"])
     assert run.parent == clone / "runs" / "notebook_quickstart"
     assert json.loads((run / "result.json").read_text())["step"] == 400
@@ -121,6 +83,6 @@ def test_quickstart_notebook_trains_samples_and_scores_in_a_fresh_clone(
     assert values["ppl"] == pytest.approx([math.exp(v) for v in values["val"]], rel=1e-3)
     assert all(0 <= b <= 100 for b in values["bleu"]) and all(0 <= c <= 100 for c in values["chrf"])
     assert shown(nb, "image/png") >= 1  # the loss curves
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = printed(nb)
     assert "--- temperature 0.6\nROMEO:" in text and "--- temperature 1.0\nROMEO:" in text
     assert "train:" in text  # the progress bar
