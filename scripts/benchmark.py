@@ -141,11 +141,13 @@ def print_phases(timings: dict[str, list[float]]) -> None:
     print("PHASES " + json.dumps(medians), flush=True)
 
 
-def run_timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+def run_timed(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float]:
     """Run ``cmd`` to completion; return (wall seconds, peak RSS in MiB) of that process alone."""
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:

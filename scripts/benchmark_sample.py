@@ -22,14 +22,13 @@ import os
 import pickle
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from benchmark import run_timed  # scripts/benchmark.py, beside this file
 from nanogpt.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX
 from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT, GPTConfig
@@ -76,16 +75,6 @@ def write_checkpoints(root: Path, text: str) -> tuple[Path, Path]:
     return ours, theirs
 
 
-def run_timed(cmd: list[str], log: Path, cwd: Path | None = None) -> float:
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed; see {log}")
-    return wall
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,7 +117,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {name: [] for name in commands}
     for r in range(args.repeats):
         for i, (name, (cmd, cwd)) in enumerate(commands.items()):
-            walls[name].append(run_timed(cmd, root / f"{i}-{r}.log", cwd))
+            walls[name].append(run_timed(cmd, root / f"{i}-{r}.log", cwd=cwd)[0])
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{m} {w[-1]:.1f}s" for m, w in walls.items()))
 
     shape = ", ".join(f"{key} {value}" for key, value in SHAPE.items())
