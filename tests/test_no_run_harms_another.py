@@ -23,7 +23,6 @@ from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import read_checkpoint
 from nanogpt.console import StepProgressBar
 from nanogpt.files import remove_stale_temps
-from nanogpt.runs.record import write_result
 from nanogpt.train import train
 
 from .conftest import TINY, run_cli
@@ -179,15 +178,6 @@ def test_a_run_never_writes_into_another_runs_folder(cfg_tiny):
 
 
 # --- records ---
-
-
-def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
-    write_result(
-        tmp_path, {"status": "completed", "best_val_loss": float("inf"), "metrics": {"x": float("nan")}}
-    )
-    result = strict_json(tmp_path / "result.json")
-    assert result["best_val_loss"] is None and result["metrics"]["x"] is None
-    assert result["non_finite"] == {"best_val_loss": "inf", "metrics.x": "nan"}
 
 
 def test_train_log_ends_with_a_summary_and_a_failure_keeps_its_error(tmp_path, text_path):

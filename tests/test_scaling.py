@@ -17,13 +17,14 @@ import torch
 from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
-from nanogpt.checkpoint import refuse_existing_checkpoints
+from nanogpt.derive import derived_accumulation
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loop import accumulation_for
 from nanogpt.metrics.throughput import flops_per_token
 from nanogpt.model import GPTConfig
-from nanogpt.runs.names import requeue_checkpoint, requeued_into, run_name
-from nanogpt.train import derive_accumulation, matmul_precision, train
+from nanogpt.run_dir import Result, RunDir, claim, requeue_checkpoint
+from nanogpt.runs.names import run_name
+from nanogpt.train import matmul_precision, train
 
 from .conftest import TINY, compose_train, run_cli
 from .rank_probe import PROBE, read_ranks
@@ -51,8 +52,7 @@ def test_global_batch_tokens_gives_the_accumulation_or_names_the_nearest_valid_v
 @pytest.mark.parametrize(("trainer", "processes"), [("cpu", 1), ("ddp_cpu", 2)])
 def test_global_batch_tokens_keeps_the_tokens_per_step_on_any_number_of_processes(trainer, processes):
     cfg = compose_train([*TINY, f"trainer={trainer}", "data.global_batch_tokens=2048"])
-    derive_accumulation(cfg)
-    accumulation = cfg.trainer.accumulate_grad_batches
+    accumulation = derived_accumulation(cfg)
     assert accumulation == 8 // processes  # batch 8 x context 32 = 256 tokens per micro-batch
     assert cfg.data.batch_size * cfg.data.block_size * accumulation * processes == 2048
 
@@ -60,7 +60,7 @@ def test_global_batch_tokens_keeps_the_tokens_per_step_on_any_number_of_processe
     with open_dict(both):
         both.trainer.accumulate_grad_batches = 2
     with pytest.raises(ValueError, match="set one of them"):
-        derive_accumulation(both)
+        derived_accumulation(both)
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
@@ -232,20 +232,22 @@ def test_slurm_tasks_share_a_folder_named_after_their_job(slurm_job):
 
 
 def test_a_requeued_slurm_job_resumes_in_its_own_folder_and_no_other(slurm_job, tmp_path):
-    mine, other = tmp_path / "slurm-4242", tmp_path / "2026-12-01_10-00-00_abcdef"
+    mine, other = RunDir.at(tmp_path / "slurm-4242"), RunDir.at(tmp_path / "2026-12-01_10-00-00_abcdef")
     for run, job in [(mine, "4242"), (other, "999")]:
-        (run / "checkpoints").mkdir(parents=True)
-        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-        (run / "result.json").write_text(json.dumps({"status": "interrupted", "slurm_job_id": job}))
+        run.checkpoint_dir.mkdir(parents=True)
+        run.last.write_bytes(b"x")
+        Result(status="interrupted", slurm_job_id=job).write(run.path)
+    new = Result(status="running", slurm_job_id="4242")
     with pytest.raises(FileExistsError):
-        refuse_existing_checkpoints(mine)  # not requeued: a folder in use is refused
+        claim(mine, new)  # not requeued: a folder in use is refused
     slurm_job.setenv("SLURM_RESTART_COUNT", "1")  # SLURM requeued job 4242
-    assert requeued_into(mine) and not requeued_into(other)  # the other folder is job 999's
-    refuse_existing_checkpoints(mine)
+    assert claim(mine, new) is True  # its own folder: let back in, to resume
+    assert Result.read(mine.path).status == "running"
     with pytest.raises(FileExistsError):
-        refuse_existing_checkpoints(other)
-    assert requeue_checkpoint(mine) == str(mine / "checkpoints" / "last.ckpt")
-    (mine / "hpc_ckpt_1.ckpt").write_bytes(b"x")  # Lightning's auto-requeue saved one: it resumes from it
+        claim(other, new)  # the other folder is job 999's
+    assert Result.read(other.path).slurm_job_id == "999"  # and stays as it was
+    assert requeue_checkpoint(mine) == mine.last
+    (mine.path / "hpc_ckpt_1.ckpt").write_bytes(b"x")  # Lightning's auto-requeue saved one: resume from it
     assert requeue_checkpoint(mine) is None
 
 

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
-from nanogpt.runs.record import write_result
+from nanogpt.run_dir import Result
 from nanogpt.runs.report import (
     Plan,
     find_jobs,
@@ -392,7 +392,7 @@ def fake_job(root: Path, name: str, overrides: list[str], status: str = "complet
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
     if status:
-        write_result(job, {"status": status, "overrides": overrides, **result})
+        Result(status=status, overrides=overrides, **result).write(job)
     return job
 
 
@@ -482,7 +482,7 @@ def test_report_of_a_folder_that_is_not_a_sweep_says_what_to_pass(tmp_path, caps
     if make != "missing":
         target.mkdir()
     if make == "single_run":
-        write_result(target, {"status": "completed"})
+        Result(status="completed").write(target)
     with pytest.raises(SystemExit) as exit_:
         report_main([str(target)])
     assert exit_.value.code == 2

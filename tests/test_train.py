@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 from nanogpt.lightning_module import GPTLightningModule
@@ -164,13 +165,19 @@ def test_resuming_with_another_model_shape_names_the_override(cfg_tiny, tmp_path
         train(other)
 
 
-def test_a_failed_run_never_overwrites_an_earlier_runs_checkpoints(cfg_tiny):
+def test_a_failed_run_never_overwrites_an_earlier_runs_checkpoints(cfg_tiny, tmp_path):
     train(cfg_tiny)
-    ckpt_dir = Path(cfg_tiny.paths.output_dir) / "checkpoints"
-    before = {p.name: p.read_bytes() for p in ckpt_dir.iterdir()}
+    run = Path(cfg_tiny.paths.output_dir)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="already holds another run's result.json"):
+        train(cfg_tiny)  # the same run folder
+    again = cfg_tiny.copy()
+    with open_dict(again):  # a new run folder, but the earlier run's checkpoint folder
+        again.paths.output_dir = str(tmp_path / "again")
+        again.paths.checkpoint_dir = str(run / "checkpoints")
     with pytest.raises(FileExistsError, match="already holds checkpoints of another run"):
-        train(cfg_tiny)
-    assert {p.name: p.read_bytes() for p in ckpt_dir.iterdir()} == before
+        train(again)
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_model_shape_errors_come_before_any_work(cfg_tiny):
@@ -222,3 +229,73 @@ def test_cli_unknown_experiment_lists_the_choices(tmp_path):
     assert result.returncode != 0
     assert "Could not find 'experiment/shakespeare_chr'" in result.stderr
     assert "shakespeare_char_cpu" in result.stderr  # Hydra lists the available experiments
+
+
+def test_a_moved_checkpoint_folder_is_found_by_ckpt_path_run_and_last(cfg_tiny, tmp_path):
+    def run_cfg(name: str, max_steps: int, ckpt_path: str | None = None):
+        cfg = cfg_tiny.copy()
+        with open_dict(cfg):
+            cfg.name = "moved"
+            cfg.paths.log_dir = str(tmp_path / "runs")
+            cfg.paths.output_dir = str(tmp_path / "runs" / "moved" / name)
+            cfg.trainer.max_steps = max_steps
+            cfg.scheduler.decay_steps = 40  # one schedule for the whole run, so the parts agree
+            cfg.ckpt_path = ckpt_path
+        return cfg
+
+    first = run_cfg("first", 20)
+    with open_dict(first):
+        first.paths.checkpoint_dir = str(tmp_path / "elsewhere")
+    train(first)
+    first_run = Path(first.paths.output_dir)
+    assert not (first_run / "checkpoints").exists()
+    assert {p.name for p in (tmp_path / "elsewhere").iterdir()} == {"best.ckpt", "last.ckpt"}
+    result = json.loads((first_run / "result.json").read_text())
+    assert result["checkpoint_dir"] == str(tmp_path / "elsewhere")
+    assert result["resume"].endswith(f"ckpt_path={first_run}")  # the printed command finds them
+
+    # ckpt_path=<run folder> and ckpt_path=last both continue from the moved last.ckpt, at step 20
+    for name, ckpt_path in [("by_last", "last"), ("by_folder", str(first_run))]:
+        cfg = run_cfg(name, 40, ckpt_path)
+        assert train(cfg)["step"] == 40
+        run = Path(cfg.paths.output_dir)
+        history = json.loads((run / "result.json").read_text())["history"]["val/loss"]
+        assert [s for s, _ in history] == [20, 40]  # the first run's history goes on
+        recorded = OmegaConf.load(run / "config.yaml")
+        assert recorded.ckpt_path == str(tmp_path / "elsewhere" / "last.ckpt")  # the file it resumed from
+        assert [s for s, _ in column(read_metrics(run), "train/loss")] == list(range(21, 41))
+
+
+def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
+    """The derived values (vocabulary from the data, accumulation from the global batch) are in
+    config.yaml and the loggers' hyperparameters, and are what the model and trainer used."""
+    import nanogpt.train
+
+    built = {}
+
+    def spy_build(*args, **kwargs):
+        built["trainer"], built["module"], _ = out = real_build(*args, **kwargs)
+        return out
+
+    real_build = nanogpt.train.build
+    monkeypatch.setattr(nanogpt.train, "build", spy_build)
+    with open_dict(cfg_tiny):
+        cfg_tiny.data.global_batch_tokens = 2 * 8 * 32  # 2 micro-batches of 8 windows of 32 tokens
+        cfg_tiny.trainer.max_steps = 6
+        cfg_tiny.callbacks.bleu = None
+    assert cfg_tiny.model.vocab_size is None and cfg_tiny.trainer.accumulate_grad_batches == 1
+    train(cfg_tiny)
+    run = Path(cfg_tiny.paths.output_dir)
+    recorded = OmegaConf.load(run / "config.yaml")
+    logged = OmegaConf.load(run / "csv" / "hparams.yaml")
+    # the loggers got the derived config (and Lightning adds the module's own: tokenizer, format)
+    logged = OmegaConf.to_container(logged)
+    assert {k: logged[k] for k in recorded} == OmegaConf.to_container(recorded)
+    trainer, module = built["trainer"], built["module"]
+    assert recorded.trainer.accumulate_grad_batches == trainer.accumulate_grad_batches == 2
+    assert recorded.model.vocab_size == module.model.config.vocab_size == len(set(cfg_tiny_text(cfg_tiny)))
+    assert OmegaConf.to_container(recorded.model) == dataclasses.asdict(module.model.config)
+
+
+def cfg_tiny_text(cfg) -> str:
+    return Path(cfg.data.path).read_text()

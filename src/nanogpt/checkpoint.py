@@ -1,14 +1,10 @@
-"""Checkpoints: where a run keeps them, how they are read and checked, and the model inside.
+"""Reading checkpoints: how a checkpoint file is opened, checked, and turned back into a model.
 
 A checkpoint written by ``nanogpt-train`` describes itself: its hyperparameters hold the model's
 config, the tokenizer's description and :data:`CHECKPOINT_FORMAT`, so sampling and evaluation need
-no data folder and no config. Every checkpoint is read here, with ``weights_only=True``.
-
-A *run folder* (``runs/<experiment>/<time>``) keeps its checkpoints in ``checkpoints/``. Passed as
-``ckpt_path`` it means one of them, named by what the caller does:
-
-- :func:`resume_checkpoint` (``nanogpt-train ckpt_path=<run>``): ``last.ckpt``, where training stopped;
-- :func:`load_checkpoint` (``nanogpt-sample``, ``nanogpt-eval``): ``best.ckpt``, the lowest val/loss.
+no data folder and no config. Every checkpoint is read here, with ``weights_only=True``. Which file a
+``ckpt_path`` means (a run folder, ``last``) is :func:`nanogpt.run_dir.resolve_checkpoint`'s call;
+writing them is :mod:`nanogpt.runs.checkpoints`'.
 
 This module imports neither Lightning nor Hydra, so inference starts fast.
 """
@@ -19,43 +15,18 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.runs.names import requeued_into
+from nanogpt.run_dir import CHECKPOINTS, LAST_CKPT, resolve_checkpoint
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
-CHECKPOINT_DIR = "checkpoints"  # inside a run folder
 MODEL_PREFIX = "model."  # the LightningModule's attribute holding the GPT prefixes its weights
 
 log = logging.getLogger(__name__)
-
-
-def run_checkpoint(ckpt_path: str | os.PathLike | None, which: Literal["last", "best"]) -> Path:
-    """``ckpt_path`` when it is a file; for a run folder, its ``checkpoints/<which>.ckpt``."""
-    example = f"runs/<experiment>/<time>/{CHECKPOINT_DIR}/{which}.ckpt"
-    if ckpt_path is None or str(ckpt_path) == "":
-        raise FileNotFoundError(
-            f"no checkpoint given; pass ckpt_path={example} (or the run folder runs/<experiment>/<time>)"
-        )
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        file = path / CHECKPOINT_DIR / f"{which}.ckpt"
-        if not file.is_file():
-            raise FileNotFoundError(
-                f"ckpt_path={ckpt_path} is a folder without {CHECKPOINT_DIR}/{which}.ckpt; pass a run "
-                "folder written by nanogpt-train or a .ckpt file"
-            )
-        return file
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file or run folder, "
-            f"e.g. ckpt_path={example}"
-        )
-    return path
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
@@ -71,7 +42,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
             f"{', '.join(map(str, others))} of the same folder load{'s' if len(others) == 1 else ''}: "
             f"pass ckpt_path={others[0]}"
             if others
-            else "pass a .ckpt file written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+            else f"pass a .ckpt file written by nanogpt-train, e.g. <run>/{CHECKPOINTS}/{LAST_CKPT}"
         )
         raise ValueError(
             f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: truncated, or not a "
@@ -89,7 +60,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     if version is None or "state_dict" not in ckpt:
         raise ValueError(
             f"ckpt_path={path} is not a nanogpt checkpoint (it names no checkpoint format); pass a "
-            ".ckpt file written by nanogpt-train, e.g. <run>/checkpoints/last.ckpt"
+            f".ckpt file written by nanogpt-train, e.g. <run>/{CHECKPOINTS}/{LAST_CKPT}"
         )
     if version != CHECKPOINT_FORMAT:
         raise ValueError(
@@ -107,28 +78,6 @@ def _loads(path: Path) -> bool:
     return True
 
 
-def latest_run(log_dir: str | os.PathLike, name: str, exclude: str | os.PathLike | None = None) -> Path:
-    """The newest run folder of experiment ``name`` under ``log_dir`` that has a ``last.ckpt``.
-
-    Sweep jobs count too. ``exclude`` (the new run's own folder) is passed over. Logs the pick.
-    """
-    root = Path(log_dir) / name
-    skip = Path(exclude).resolve() if exclude else None
-    candidates = [
-        p
-        for p in root.glob(f"**/{CHECKPOINT_DIR}/last.ckpt")
-        if skip is None or not p.resolve().is_relative_to(skip)
-    ]
-    if not candidates:
-        raise FileNotFoundError(
-            f"ckpt_path=last: no earlier run of name={name} under {root} has {CHECKPOINT_DIR}/last.ckpt; "
-            "train one first, or pass ckpt_path=<run folder or .ckpt file>"
-        )
-    run = max(candidates, key=lambda p: p.stat().st_mtime).parents[1]
-    log.info("ckpt_path=last: resuming the newest run of %s, %s", name, run)
-    return run
-
-
 def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The GPT's own weights from a checkpoint's ``state_dict``; metrics' states are left out."""
     return {
@@ -136,18 +85,16 @@ def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-def resume_checkpoint(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> Path:
-    """The checkpoint to resume training from: a training checkpoint of this very model shape.
+def check_resumable(path: Path, model_config: GPTConfig) -> None:
+    """Refuse to resume from ``path`` unless it is a training checkpoint of this very model shape.
 
-    A run folder means its ``last.ckpt``. Checked before Lightning opens it, so a wrong file fails
-    with the fix rather than deep inside ``fit()``.
+    Checked before Lightning opens it, so a wrong file fails with the fix rather than deep inside ``fit()``.
     """
-    path = run_checkpoint(ckpt_path, "last")
     ckpt = read_checkpoint(path, mmap=True)
     if "loops" not in ckpt or "optimizer_states" not in ckpt:
         raise ValueError(
             f"ckpt_path={path} holds weights but no training state (optimizer, step), so training "
-            "cannot continue from it; pass <run>/checkpoints/last.ckpt"
+            f"cannot continue from it; pass <run>/{CHECKPOINTS}/{LAST_CKPT}"
         )
     # through GPTConfig, so a field added since the checkpoint was written compares as its default
     saved = dataclasses.asdict(GPTConfig(**ckpt["hyper_parameters"]["model"]))
@@ -159,7 +106,6 @@ def resume_checkpoint(ckpt_path: str | os.PathLike, model_config: GPTConfig) -> 
         raise ValueError(
             f"ckpt_path={path} holds a different model ({diff}, saved vs asked); resume with {fixes}"
         )
-    return path
 
 
 def load_checkpoint(
@@ -171,7 +117,7 @@ def load_checkpoint(
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = run_checkpoint(ckpt_path, "best")
+    path = resolve_checkpoint(ckpt_path, "best")
     ckpt = read_checkpoint(path)
     hparams = ckpt["hyper_parameters"]
     config = GPTConfig(**hparams["model"])
@@ -196,16 +142,3 @@ def load_checkpoint(
             "it is from another nanogpt version, retrain with this one"
         ) from err
     return model.to(device).eval(), tokenizer, hparams
-
-
-def refuse_existing_checkpoints(run_dir: str | os.PathLike) -> None:
-    """Refuse a run folder whose ``checkpoints/`` already holds files, which a new run would overwrite."""
-    ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    if requeued_into(run_dir):
-        return  # the same SLURM job, requeued: Lightning resumes it from its hpc_ckpt there
-    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
-        raise FileExistsError(
-            f"{ckpt_dir} already holds checkpoints of another run, which this run would overwrite. "
-            "Use a new output folder (every run gets one unless hydra.run.dir is set), or continue that "
-            "run with ckpt_path=<its checkpoint>"
-        )

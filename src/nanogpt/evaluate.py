@@ -16,13 +16,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint, run_checkpoint
+from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data.sources import prepare_data_group
 from nanogpt.data.windows import EvalWindows, check_split_fits
+from nanogpt.errors import user_errors_in_one_line
 from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu, split_tokens
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
+from nanogpt.run_dir import resolve_checkpoint
 
 
 @torch.no_grad()
@@ -45,7 +47,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     out = out or sys.stdout
     bleu = BleuSettings(**OmegaConf.to_container(cfg.bleu, resolve=True))
     batch_size = positive_int(cfg.batch_size, "batch_size")
-    path = run_checkpoint(cfg.ckpt_path, "best")
+    path = resolve_checkpoint(cfg.ckpt_path, "best")
     model, tokenizer, hparams = load_checkpoint(path, cfg.device)
 
     # the data group's corpus options; the model decides the window length
@@ -102,7 +104,8 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    with user_errors_in_one_line():
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

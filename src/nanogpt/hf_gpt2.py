@@ -323,3 +323,29 @@ def write_gpt2_tokenizer(folder: Path, model_max_length: int) -> None:
     transformers = import_transformers()
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(folder, model_max_length=model_max_length)
     tokenizer.save_pretrained(folder)
+
+
+def apply_pretrained_shape(fields: dict[str, Any], shape: dict[str, Any], init_from: str) -> dict[str, Any]:
+    """``fields`` with the checkpoint's ``shape``; a field set to another value is refused."""
+    conflicts = {k: v for k in SHAPE_FIELDS if (v := fields.get(k)) is not None and v != shape[k]}
+    if conflicts:
+        overrides = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in conflicts.items())
+        has = ", ".join(f"{k}={hydra_value(shape[k])}" for k in conflicts)
+        raise ValueError(
+            f"model.init_from={init_from} fixes the model's shape to the checkpoint's ({has}), but the "
+            f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
+            "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
+        )
+    log.info(
+        "model.init_from=%s: the model's shape is the checkpoint's: %s",
+        init_from,
+        ", ".join(f"{k}={hydra_value(shape[k])}" for k in SHAPE_FIELDS),
+    )
+    return {**fields, **{k: shape[k] for k in SHAPE_FIELDS}}
+
+
+def load_pretrained(init_from: str) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``init_from`` in our GPT's keys, for ``GPT.load_state_dict``."""
+    hf = load_hf_gpt2(init_from)
+    log.info("model.init_from=%s: starting from its pretrained weights", init_from)
+    return state_dict_from_hf(hf.state_dict())

@@ -1,5 +1,7 @@
 """How nanogpt drives Lightning's training loop, counted in optimizer steps.
 
+- :func:`is_logging_step`: whether an optimizer step is one whose metrics reach the loggers; every
+  callback that measures something only for the loggers asks it.
 - :func:`accumulation_for`: the gradient accumulation that makes ``data.global_batch_tokens`` tokens
   per optimizer step on this many processes, so changing the GPU count keeps the optimisation.
 - ``trainer.val_check_interval`` counts optimizer steps; Lightning counts batches, so
@@ -19,6 +21,20 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
+
+
+def is_logging_step(trainer: L.Trainer, steps_done: int) -> bool:
+    """Whether Lightning hands the metrics of the optimizer step that brings the run to ``steps_done``
+    steps to the loggers: every ``trainer.log_every_n_steps`` steps, and the run's last step
+    (``trainer.max_steps``, where :class:`ValidateLastStep` stops it), and always under ``fast_dev_run``.
+
+    ``steps_done`` counts the step being made: ``trainer.global_step + 1`` in ``training_step`` and
+    before the optimizer steps, ``trainer.global_step`` once it has (``on_train_batch_end``).
+    """
+    if trainer.fast_dev_run or 0 < trainer.max_steps <= steps_done:
+        return True
+    every = trainer.log_every_n_steps
+    return every > 0 and steps_done % every == 0
 
 
 def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:
@@ -108,7 +124,7 @@ class StopOnNonFiniteLoss(Callback):
         self._first_bad_step = torch.where(first, step, self._first_bad_step)
         self._first_bad_loss = torch.where(first, loss, self._first_bad_loss)
         step_done = trainer.global_step
-        if step_done % max(trainer.log_every_n_steps, 1) == 0 and step_done != self._read_at_step:
+        if is_logging_step(trainer, step_done) and step_done != self._read_at_step:
             self._read_at_step = step_done  # once per optimizer step, not per accumulated micro-batch
             self._check()
 

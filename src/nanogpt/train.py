@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,18 +21,20 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_checkpoint
+from nanogpt.checkpoint import check_resumable
+from nanogpt.data.sources import prepare_data_group
+from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
-from nanogpt.hf_gpt2 import init_from_pretrained
+from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
-from nanogpt.loop import accumulation_for, lightning_val_check_interval
+from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
-from nanogpt.runs.names import keep_metrics_before_requeue, requeue_checkpoint, requeued_into
+from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
 from nanogpt.runs.record import RunRecord, interrupted_by
-from nanogpt.runs.sweep import processes_start_outside, sweep_strategy
+from nanogpt.runs.sweep import processes_start_outside
 
 log = logging.getLogger(__name__)
 
@@ -53,100 +55,154 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a GPT as ``cfg`` describes; return the final metrics and the best checkpoint.
 
-    The run's folder gets ``config.yaml`` and ``result.json`` (:class:`~nanogpt.runs.record.RunRecord`).
+    Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
+    folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
     """
-    # before the record below rewrites its result.json: a requeued SLURM job resumes its own folder
-    requeued = requeued_into(cfg.paths.output_dir)
-    refuse_existing_checkpoints(cfg.paths.output_dir)
-    with RunRecord(cfg) as record:
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True, verbose=False)
-        precision = matmul_precision(cfg)
-        if precision:
-            torch.set_float32_matmul_precision(precision)
-
-        # model.init_from: the shape is the pretrained checkpoint's, and so are the weights unless resuming
-        pretrained = init_from_pretrained(cfg) if cfg.model.get("init_from") else None
-        fields = OmegaConf.to_container(cfg.model, resolve=True)
-        fields.pop("init_from", None)  # where the weights start from, not part of the architecture
-        vocab_size = fields.pop("vocab_size", None)
-        # Validate the shape options before any data work; the vocabulary comes from the data later.
-        model_config = GPTConfig(**fields, vocab_size=vocab_size or 1)
-        # before any data work too: a GPU recipe without a GPU, a W&B logger without credentials
-        check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
-        if requeued:
-            for kept in keep_metrics_before_requeue(cfg.paths.output_dir):
-                log.info("requeued SLURM job: the metrics logged before the requeue are in %s", kept)
-        loggers = build_loggers(cfg)
-
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        model_config = dataclasses.replace(model_config, vocab_size=vocab_size or datamodule.vocab_size)
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path is None and requeued:
-            ckpt_path = requeue_checkpoint(cfg.paths.output_dir)
-            log.info(
-                "requeued SLURM job: resuming in %s from %s", cfg.paths.output_dir, ckpt_path or "hpc_ckpt"
-            )
-        if ckpt_path == "last":  # the newest earlier run of this experiment
-            ckpt_path = latest_run(cfg.paths.log_dir, cfg.name, exclude=cfg.paths.output_dir)
-        if ckpt_path:
-            ckpt_path = resume_checkpoint(ckpt_path, model_config)
-            # a save that kill -9 cut short left its temporary file beside the checkpoint
-            for orphan in remove_stale_temps(ckpt_path.parent):
-                log.info("removed %s, a checkpoint write cut short by a killed process", orphan)
-
-        module = GPTLightningModule(
-            model_config,
-            tokenizer=datamodule.meta["tokenizer"],
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            compile=cfg.get("compile", False),
-        )
-        if pretrained is not None:
-            module.model.load_state_dict(pretrained)
-            del pretrained  # the checkpoint's copy; the model now holds the weights
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            strategy = sweep_strategy(cfg.trainer, launched_outside=processes_start_outside())
-            if strategy is not None:
-                log.info(
-                    "trainer.strategy=%s under nanogpt-train -m: Lightning's ddp launcher would re-run the "
-                    "whole sweep in every rank, so this job starts its ranks with trainer.strategy=%s",
-                    cfg.trainer.get("strategy") or "auto",
-                    strategy,
-                )
-                cfg.trainer.strategy = strategy
-        derive_accumulation(cfg)
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers,
-            val_check_interval=lightning_val_check_interval(cfg.trainer),
-        )
+    run = run_dir_of(cfg)
+    with RunRecord(run, cfg.get("name"), cfg.get("seed")) as record:
+        facts, corpus, pretrained = find_facts(cfg, run, record.requeued)
+        cfg = derive(cfg, facts)
+        record.save_config(cfg)
+        trainer, module, datamodule = build(cfg, corpus, pretrained, record.requeued)
         record.watch(trainer)
-        if trainer.world_size != processes_per_job(cfg.trainer):
-            # the launch (torchrun, srun) and the trainer config must agree for the global batch to hold
-            raise ValueError(
-                f"this run has {trainer.world_size} processes, but trainer.devices x trainer.num_nodes is "
-                f"{processes_per_job(cfg.trainer)}; set them to what the launcher starts (e.g. torchrun "
-                "--nproc_per_node=8 --nnodes=2 needs trainer.devices=8 trainer.num_nodes=2)"
-            )
-
-        # The last step before fit(), which closes the loggers itself, even when it fails: a W&B
-        # run started here and left open would be reused by the next job of a sweep.
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        with warnings.catch_warnings():
-            # A resumed run writes into a new folder by design, so its best.ckpt is tracked afresh.
-            warnings.filterwarnings("ignore", message="The dirpath has changed from")
-            if requeued:  # the job's own folder: the CSV writer appends, the checkpoints are its own
-                warnings.filterwarnings(
-                    "ignore", message="(Experiment logs|Checkpoint) directory .* exists and"
-                )
-            for logger in trainer.loggers:
-                logger.log_hyperparams(resolved)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        fit(cfg, trainer, module, datamodule, record.requeued)
         return record.complete(trainer)
+
+
+def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, dict, dict | None]:
+    """What the run needs to know besides its config: the facts :func:`derive` reads, the prepared
+    corpus, and the pretrained weights (``model.init_from``, unless the run resumes).
+
+    The options are checked before any data work, and a pretrained checkpoint is loaded before it
+    too, so that a missing download fails at once.
+    """
+    init_from = cfg.model.get("init_from")
+    shape = None
+    if init_from:
+        check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
+        shape = pretrained_shape(str(init_from))
+    GPTConfig(**model_fields(cfg.model, shape, vocab_size=1))  # the shape's options, before the data
+    check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
+    resume = resume_from(cfg, run, requeued)
+    # a resumed run (or a requeued one) has its weights in its own checkpoint
+    pretrained = load_pretrained(str(init_from)) if init_from and not (resume or requeued) else None
+    corpus = prepare_data_group(cfg.data)
+    facts = RunFacts(
+        vocab_size=corpus["tokenizer"]["vocab_size"],
+        pretrained_shape=shape,
+        sweep_job=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
+        launched_outside=processes_start_outside(),
+        resume_from=resume,
+    )
+    return facts, corpus, pretrained
+
+
+def build(
+    cfg: DictConfig, corpus: dict, pretrained: dict | None, requeued: bool
+) -> tuple[L.Trainer, GPTLightningModule, L.LightningDataModule]:
+    """The trainer, the model and the data, from the derived config alone."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    precision = matmul_precision(cfg)
+    if precision:
+        torch.set_float32_matmul_precision(precision)
+    model_config = GPTConfig(**model_fields(cfg.model))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_resumable(Path(ckpt_path), model_config)
+        # a save that kill -9 cut short left its temporary file beside the checkpoint
+        for orphan in remove_stale_temps(Path(ckpt_path).parent):
+            log.info("removed %s, a checkpoint write cut short by a killed process", orphan)
+    if requeued:
+        for kept in keep_metrics_before_requeue(RunDir.at(cfg.paths.output_dir)):
+            log.info("requeued SLURM job: the metrics logged before the requeue are in %s", kept)
+    loggers = build_loggers(cfg)
+    datamodule = instantiate(cfg.data)
+    module = GPTLightningModule(
+        model_config,
+        tokenizer=corpus["tokenizer"],
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        compile=cfg.get("compile", False),
+    )
+    if pretrained is not None:
+        module.model.load_state_dict(pretrained)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        val_check_interval=lightning_val_check_interval(cfg.trainer),
+    )
+    if trainer.world_size != processes_per_job(cfg.trainer):
+        # the launch (torchrun, srun) and the trainer config must agree for the global batch to hold
+        raise ValueError(
+            f"this run has {trainer.world_size} processes, but trainer.devices x trainer.num_nodes is "
+            f"{processes_per_job(cfg.trainer)}; set them to what the launcher starts (e.g. torchrun "
+            "--nproc_per_node=8 --nnodes=2 needs trainer.devices=8 trainer.num_nodes=2)"
+        )
+    return trainer, module, datamodule
+
+
+def fit(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: GPTLightningModule,
+    datamodule: L.LightningDataModule,
+    requeued: bool,
+) -> None:
+    """Hand the loggers the derived config, then run Lightning's loop.
+
+    The last step: ``fit`` closes the loggers itself, even when it fails, and a W&B run started
+    here and left open would be reused by the next job of a sweep.
+    """
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with warnings.catch_warnings():
+        # A resumed run writes into a new folder by design, so its best.ckpt is tracked afresh.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        if requeued:  # the job's own folder: the CSV writer appends, the checkpoints are its own
+            warnings.filterwarnings("ignore", message="(Experiment logs|Checkpoint) directory .* exists and")
+        for logger in trainer.loggers:
+            logger.log_hyperparams(resolved)
+        # ckpt_path None in a requeued job: Lightning finds its own hpc_ckpt in the run folder
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+
+CHECKPOINT_CALLBACKS = ("model_checkpoint", "last_checkpoint", "stop_on_non_finite_loss")
+
+
+def run_dir_of(cfg: DictConfig) -> RunDir:
+    """The run's folder, keeping its checkpoints in ``paths.checkpoint_dir``.
+
+    A checkpoint callback given a folder of its own would split the run's checkpoints over two
+    folders, and ``ckpt_path=<run>`` could find only one: refused, naming the one key to set.
+    """
+    run = RunDir.at(cfg.paths.output_dir, cfg.paths.get("checkpoint_dir"))
+    for name in CHECKPOINT_CALLBACKS:
+        dirpath = OmegaConf.select(cfg, f"callbacks.{name}.dirpath")
+        if dirpath is not None and Path(dirpath) != run.checkpoint_dir:
+            raise ValueError(
+                f"callbacks.{name}.dirpath={dirpath} is not the run's checkpoint folder "
+                f"paths.checkpoint_dir={run.checkpoint_dir}; every checkpoint of a run lives in one "
+                f"folder: set paths.checkpoint_dir={dirpath} instead"
+            )
+    return run
+
+
+def resume_from(cfg: DictConfig, run: RunDir, requeued: bool) -> Path | None:
+    """The checkpoint file this run continues from, or ``None`` for a fresh start.
+
+    ``ckpt_path`` as :func:`~nanogpt.run_dir.resolve_checkpoint` reads it (``last``: the newest
+    earlier run of this experiment); a requeued SLURM job without one continues in its own folder.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None and requeued:
+        path = requeue_checkpoint(run)
+        log.info("requeued SLURM job: resuming in %s from %s", run.path, path or "hpc_ckpt")
+        return path
+    if not ckpt_path:
+        return None
+    return resolve_checkpoint(ckpt_path, "last", runs_of=Path(cfg.paths.log_dir) / cfg.name, exclude=run.path)
 
 
 def matmul_precision(cfg: DictConfig) -> str | None:
@@ -157,30 +213,6 @@ def matmul_precision(cfg: DictConfig) -> str | None:
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     return "high" if on_cuda else None
-
-
-def derive_accumulation(cfg: DictConfig) -> None:
-    """Set ``trainer.accumulate_grad_batches`` from ``data.global_batch_tokens``, when it is given."""
-    tokens = cfg.data.get("global_batch_tokens")
-    if tokens is None:
-        return
-    if (cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
-        raise ValueError(
-            f"data.global_batch_tokens={tokens} sets trainer.accumulate_grad_batches, which is also set "
-            f"(to {cfg.trainer.accumulate_grad_batches}); set one of them"
-        )
-    processes = processes_per_job(cfg.trainer)
-    accumulation = accumulation_for(tokens, cfg.data.batch_size, cfg.data.block_size, processes)
-    cfg.trainer.accumulate_grad_batches = accumulation
-    log.info(
-        "data.global_batch_tokens=%s: accumulation %d = %s / (batch %d x context %d x %d processes)",
-        f"{tokens:,}",
-        accumulation,
-        f"{tokens:,}",
-        cfg.data.batch_size,
-        cfg.data.block_size,
-        processes,
-    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -8,6 +8,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import grad_norm
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from nanogpt.loop import is_logging_step
+
 
 class GradNorm(Callback):
     """Log ``train/grad_norm`` with Lightning's :func:`~lightning.pytorch.utilities.grad_norm`.
@@ -24,8 +26,7 @@ class GradNorm(Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        # Lightning writes step metrics when (steps done + 1) is a multiple of log_every_n_steps
-        if (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1):
+        if not is_logging_step(trainer, trainer.global_step + 1):  # before the step is counted
             return
         if isinstance(trainer.model, FullyShardedDataParallel):
             total = self._sharded_total(trainer, pl_module)

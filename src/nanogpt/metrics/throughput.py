@@ -23,6 +23,7 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops, measure_flops
 from lightning.pytorch.callbacks import Callback
 
+from nanogpt.loop import is_logging_step
 from nanogpt.model import GPT, GPTConfig
 
 
@@ -95,7 +96,7 @@ class ThroughputLogger(Callback):
             return  # still accumulating: the optimizer step is not done
         self._last_step = trainer.global_step
         self._steps += 1
-        if trainer.global_step % max(trainer.log_every_n_steps, 1):
+        if not is_logging_step(trainer, trainer.global_step):
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the steps' kernels are queued, not done, until here

@@ -15,9 +15,7 @@ import secrets
 
 from omegaconf import OmegaConf
 
-RESULT_FILE = "result.json"  # in every run folder; written by record, read by report
-
-from nanogpt.runs.names import run_name  # noqa: E402  (names reads RESULT_FILE)
+from nanogpt.runs.names import run_name
 
 # Cached like Hydra's own ${now:}: every job of a sweep, which Hydra composes from the first
 # config's resolver cache, sees the same suffix, so they share one sweep folder.

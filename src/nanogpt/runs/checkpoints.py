@@ -2,7 +2,7 @@
 
 - :class:`AtomicCheckpointIO`: every checkpoint file is written beside its final name, then renamed
   over it. ``kill -9`` in the middle of a save leaves the previous file whole.
-- :class:`LastCheckpoint`: ``checkpoints/last.ckpt`` always holds the newest state: every
+- :class:`LastCheckpoint`: ``last.ckpt`` in the run's checkpoint folder always holds the newest state: every
   ``every_n_train_steps`` steps, after every validation, when training ends, and on Ctrl-C or
   SIGTERM, both of which stop at the end of the current step.
 - :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import write_atomically
+from nanogpt.run_dir import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
 
@@ -59,7 +60,7 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
-        self.path = Path(dirpath) / "last.ckpt"
+        self.path = Path(dirpath) / LAST_CKPT
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
         self._ctrl_c = False

@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from nanogpt.loop import is_logging_step
 from nanogpt.runs.plots import plot_run
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class LossCurves(Callback):
     ) -> None:
         step = trainer.global_step
         # the loggers' own cadence, so reading the loss off the device adds no extra sync
-        if step % max(trainer.log_every_n_steps, 1) == 0 and isinstance(outputs, dict) and "loss" in outputs:
+        if is_logging_step(trainer, step) and isinstance(outputs, dict) and "loss" in outputs:
             self._add("train/loss", step, outputs["loss"].item())
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

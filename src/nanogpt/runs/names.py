@@ -12,17 +12,15 @@ Hydra names the folder in each process it starts, before training; the ranks of 
   named after the job: ``slurm-<job id>`` (``.<step id>`` for an ``srun`` step). Submitit's jobs
   are named by their sweep.
 - A requeued SLURM job (Lightning's auto-requeue, or a preemption) comes back to the folder it ran
-  in, sbatch or submitit alike, and resumes there (:func:`requeued_into`, :func:`requeue_checkpoint`).
+  in, sbatch or submitit alike, and resumes there (:func:`nanogpt.run_dir.claim`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from datetime import timedelta
-from pathlib import Path
 
 STORE_TIMEOUT = timedelta(minutes=10)  # how long the other ranks wait for rank 0's name
 
@@ -80,48 +78,3 @@ def run_name(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     if under_torchrun():
         return shared_name(pattern)
     return slurm_name() or new_name(pattern)
-
-
-def requeued_into(run_dir: str | os.PathLike) -> bool:
-    """Whether this is a requeued SLURM job come back to the folder it ran in before, to resume.
-
-    SLURM keeps the job id across requeues and counts them in ``SLURM_RESTART_COUNT``; the folder
-    is this job's when its ``result.json`` records the same job id (``slurm_job_id``).
-    """
-    from nanogpt.runs import RESULT_FILE
-
-    job, restarts = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_RESTART_COUNT", "0")
-    if not job or not restarts.isdigit() or int(restarts) == 0:
-        return False
-    try:
-        recorded = json.loads((Path(run_dir) / RESULT_FILE).read_text()).get("slurm_job_id")
-    except (OSError, ValueError):
-        return False
-    return recorded == job
-
-
-def requeue_checkpoint(run_dir: str | os.PathLike) -> str | None:
-    """What a requeued job resumes from: Lightning's ``hpc_ckpt`` if it saved one, else ``last.ckpt``.
-
-    Lightning's auto-requeue (SIGUSR1 before the time limit) saves ``hpc_ckpt_<n>.ckpt`` in the run
-    folder and finds it by itself (``None``); a job requeued without that warning (preempted,
-    ``scontrol requeue``) continues from the run's own ``last.ckpt`` instead of starting over in it.
-    """
-    run_dir = Path(run_dir)
-    if any(run_dir.glob("hpc_ckpt_*.ckpt")):
-        return None
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
-
-
-def keep_metrics_before_requeue(run_dir: str | os.PathLike) -> list[Path]:
-    """Rename the run's ``metrics.csv`` files to ``metrics.before-requeue-<n>.csv``; return the new paths.
-
-    Lightning's CSV logger deletes a ``metrics.csv`` it finds in its folder, which would lose what
-    the job logged before it was requeued; the file beside it keeps those rows.
-    """
-    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-    kept = []
-    for path in Path(run_dir).glob("*/metrics.csv"):
-        kept.append(path.rename(path.with_name(f"metrics.before-requeue-{restart}.csv")))
-    return kept

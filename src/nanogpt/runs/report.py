@@ -39,7 +39,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from nanogpt.files import pid_alive, write_atomically
-from nanogpt.runs import RESULT_FILE
+from nanogpt.run_dir import RESULT_FILE
 
 SEED_KEY = "seed"
 PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here

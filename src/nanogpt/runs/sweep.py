@@ -52,8 +52,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.devices import processes_per_job
-from nanogpt.runs import RESULT_FILE
-from nanogpt.runs.record import write_result
+from nanogpt.run_dir import Result
 from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
 
 log = logging.getLogger(__name__)
@@ -320,21 +319,21 @@ class SweepCallback(Callback):
         # A job that failed before train() opened its RunRecord leaves no result.json; without one,
         # the report would take it for a job that the sweep set up but stopped before it started.
         job_dir = Path(config.hydra.runtime.output_dir)
-        if (job_dir / RESULT_FILE).is_file():
-            return
+        try:
+            if Result.read(job_dir) is not None:
+                return
+        except ValueError:
+            pass  # a damaged record: this job's failure replaces it
         try:
             error: Any = job_return.return_value  # a failed job's return value raises its exception
         except Exception as err:
             error = err
         try:
-            write_result(
-                job_dir,
-                {
-                    "status": "failed",
-                    "overrides": list(job_return.overrides or []),
-                    "error": f"{type(error).__name__}: {error}",
-                },
-            )
+            Result(
+                status="failed",
+                overrides=list(job_return.overrides or []),
+                error=f"{type(error).__name__}: {error}",
+            ).write(job_dir)
         except OSError as err:
             log.warning("could not record the failure of %s: %s", job_dir, err)
 

@@ -1,0 +1,109 @@
+"""The config a run trains with: the composed config, with what it leaves to the run's facts filled in.
+
+A composed config leaves some values to be decided by what the run finds: the model's shape when
+it starts from a pretrained checkpoint (``model.init_from``), the vocabulary from the prepared
+data, the gradient accumulation from ``data.global_batch_tokens``, the strategy of a sweep job that
+starts several processes, and the checkpoint ``ckpt_path`` means. :func:`derive` decides them all
+in one pure step, before anything sees the config: ``config.yaml``, the loggers' hyperparameters and
+the objects ``train`` builds all get the same, final config.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nanogpt.devices import processes_per_job
+from nanogpt.hf_gpt2 import apply_pretrained_shape
+from nanogpt.loop import accumulation_for
+from nanogpt.runs.sweep import sweep_strategy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run finds out besides its config, and that decides some of its values."""
+
+    vocab_size: int  # the prepared corpus' vocabulary
+    pretrained_shape: dict[str, Any] | None = None  # model.init_from's shape fields, if any
+    sweep_job: bool = False  # a job of nanogpt-train -m
+    launched_outside: bool = False  # torchrun or srun started the ranks (nothing relaunches them)
+    resume_from: Path | None = None  # the checkpoint file ckpt_path means, if any
+
+
+def model_fields(
+    model: DictConfig, pretrained_shape: dict[str, Any] | None = None, vocab_size: int | None = None
+) -> dict:
+    """The :class:`~nanogpt.model.GPTConfig` fields of ``model``: the pretrained checkpoint's shape
+    where ``init_from`` fixes it, and ``vocab_size`` where the config leaves it null."""
+    fields = OmegaConf.to_container(model, resolve=True)
+    init_from = fields.pop("init_from", None)  # where the weights start from, not the architecture
+    if pretrained_shape is not None:
+        fields = apply_pretrained_shape(fields, pretrained_shape, str(init_from))
+    if fields.get("vocab_size") is None and vocab_size is not None:
+        fields["vocab_size"] = vocab_size
+    return fields
+
+
+def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
+    """``cfg`` with the values its run decides filled in; ``cfg`` itself is left as it was.
+
+    - ``model.*``: the pretrained checkpoint's shape (``model.init_from``), and ``model.vocab_size``
+      from the data when null;
+    - ``trainer.accumulate_grad_batches`` from ``data.global_batch_tokens``, when that is set;
+    - ``trainer.strategy`` of a sweep job that starts several processes (``ddp`` -> ``ddp_spawn``);
+    - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick).
+    """
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        init_from = out.model.get("init_from")
+        for key, value in model_fields(out.model, facts.pretrained_shape, facts.vocab_size).items():
+            out.model[key] = value
+        if init_from is not None:
+            out.model.init_from = init_from
+        accumulation = derived_accumulation(out)
+        if accumulation is not None:
+            out.trainer.accumulate_grad_batches = accumulation
+        if facts.sweep_job:
+            strategy = sweep_strategy(out.trainer, launched_outside=facts.launched_outside)
+            if strategy is not None:
+                log.info(
+                    "trainer.strategy=%s under nanogpt-train -m: Lightning's ddp launcher would re-run the "
+                    "whole sweep in every rank, so this job starts its ranks with trainer.strategy=%s",
+                    out.trainer.get("strategy") or "auto",
+                    strategy,
+                )
+                out.trainer.strategy = strategy
+        if facts.resume_from is not None:
+            out.ckpt_path = str(facts.resume_from)
+    return out
+
+
+def derived_accumulation(cfg: DictConfig) -> int | None:
+    """``trainer.accumulate_grad_batches`` for ``data.global_batch_tokens``; ``None`` when that is unset."""
+    tokens = cfg.data.get("global_batch_tokens")
+    if tokens is None:
+        return None
+    if (cfg.trainer.get("accumulate_grad_batches") or 1) != 1:
+        raise ValueError(
+            f"data.global_batch_tokens={tokens} sets trainer.accumulate_grad_batches, which is also set "
+            f"(to {cfg.trainer.accumulate_grad_batches}); set one of them"
+        )
+    processes = processes_per_job(cfg.trainer)
+    accumulation = accumulation_for(tokens, cfg.data.batch_size, cfg.data.block_size, processes)
+    log.info(
+        "data.global_batch_tokens=%s: accumulation %d = %s / (batch %d x context %d x %d processes)",
+        f"{tokens:,}",
+        accumulation,
+        f"{tokens:,}",
+        cfg.data.batch_size,
+        cfg.data.block_size,
+        processes,
+    )
+    return accumulation
