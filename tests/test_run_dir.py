@@ -1,4 +1,4 @@
-"""The run folder's one home: result.json's schema, claiming a folder, and which checkpoint ckpt_path means."""
+"""The run folder's one home: result.json's schema, claiming a folder, which checkpoint ckpt_path means."""
 
 import json
 import os
@@ -27,7 +27,8 @@ def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
     ).write(tmp_path)
     saved = strict_json(tmp_path / "result.json")
     assert saved["best_val_loss"] is None and saved["metrics"] == {"x": None, "y": 1.5}
-    assert saved["non_finite"] == {"best_val_loss": "inf", "metrics.x": "nan", "history.val/loss[1][1]": "nan"}
+    named = {"best_val_loss": "inf", "metrics.x": "nan", "history.val/loss[1][1]": "nan"}
+    assert saved["non_finite"] == named
     back = Result.read(tmp_path)  # and reads back as what it says
     assert back.best_val_loss is None and back.metrics == {"x": None, "y": 1.5}
     assert back.history == {"val/loss": [(10, 2.0), (20, None)]} and back.non_finite == saved["non_finite"]
@@ -79,10 +80,8 @@ def test_of_many_processes_claiming_one_folder_at_once_exactly_one_gets_it(tmp_p
         "try: claim(RunDir.at(sys.argv[1]), Result(status='running', name=sys.argv[2])); print('mine')\n"
         "except FileExistsError: print('refused')\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run"), str(i)], stdout=subprocess.PIPE)
-        for i in range(6)
-    ]
+    command = [sys.executable, "-c", script, str(tmp_path / "run")]
+    procs = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE) for i in range(6)]
     outcomes = [p.communicate(timeout=60)[0].decode().strip() for p in procs]
     assert sorted(outcomes) == ["mine"] + ["refused"] * 5
     winner = outcomes.index("mine")
