@@ -17,16 +17,9 @@ from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import (
-    Plan,
-    find_jobs,
-    is_job_folder,
-    mean_ci,
-    seed_statistics,
-    student_t_quantile,
-    write_report,
-)
+from nanogpt.runs.report import Plan, find_jobs, is_job_folder, write_report
 from nanogpt.runs.report import main as report_main
+from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
 from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy
 
 from .conftest import SEARCHED_KEYS, TINY, compose_train, run_cli
