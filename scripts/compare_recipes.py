@@ -20,8 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nanogpt.runs.jobs import is_job_folder
 from nanogpt.runs.plots import plot_against_time
-from nanogpt.runs.report import is_job_folder
 
 
 def val_against_time(run_dir: Path) -> list[tuple[float, float]]:

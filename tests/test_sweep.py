@@ -16,8 +16,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
+from nanogpt.runs.jobs import is_job_folder
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import Plan, find_jobs, is_job_folder, write_report
+from nanogpt.runs.report import Plan, find_jobs, write_report
 from nanogpt.runs.report import main as report_main
 from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
 from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -35,38 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from nanogpt.files import pid_alive, write_atomically
+from nanogpt.files import write_atomically
 from nanogpt.runs import RESULT_FILE
+from nanogpt.runs.jobs import STATUSES, UNRUN, Job, is_alive, is_job_folder, load_job, natural_key
 from nanogpt.runs.stats import SEED_KEY, seed_statistics, varying_keys
 
 PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here
-
-# planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
-UNRUN = ("pending", "never_ran")
-STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
-
-
-def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's ``result.json``, or ``None`` when it has none or it cannot be parsed."""
-    try:
-        result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
-
-
-def is_alive(result: dict[str, Any]) -> bool:
-    """Whether the process that wrote a ``running`` result (or a sweep's plan) may still run.
-
-    On this machine the process is looked up by its pid; another machine's job cannot be checked
-    from here, so it counts as alive.
-    """
-    pid = result.get("pid")
-    if not isinstance(pid, int):
-        return False
-    return result.get("host") != socket.gethostname() or pid_alive(pid)
 
 
 @dataclass
@@ -104,84 +77,6 @@ class Plan:
         return "pending" if running else "never_ran"
 
 
-@dataclass
-class Job:
-    """One job of a sweep: a job folder as its ``result.json`` describes it, or a planned job with none."""
-
-    name: str
-    status: str  # one of STATUSES
-    overrides: list[str]
-    best_val_loss: float | None = None
-    val_bleu: float | None = None
-    step: int | None = None
-    wall_time_s: float | None = None
-    error: str | None = None
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
-
-    @property
-    def scored(self) -> bool:
-        """Completed with a finite best val/loss: ranked, and counted in seed statistics."""
-        loss = self.best_val_loss
-        return self.status == "completed" and loss is not None and math.isfinite(loss)
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The overrides as ``key -> value`` (a group choice such as ``model=gpt_tiny`` included)."""
-        return dict(o.split("=", 1) if "=" in o else (o, "") for o in self.overrides)
-
-
-def _natural_key(name: str) -> list[Any]:
-    # job folders 0, 1, ..., 10 in numeric order, not 0, 1, 10, 2
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
-def _read_overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [str(o) for o in OmegaConf.load(path)]
-
-
-def load_job(job_dir: Path) -> Job:
-    """Read one job folder; a job that left no final result is ``failed`` unless it still runs."""
-    result = read_result(job_dir) or {}
-    status = result.get("status")
-    error = result.get("error")
-    if status not in ("completed", "failed", "interrupted"):
-        if status == "running" and is_alive(result):
-            status = "running"
-        else:
-            status = "failed"
-            error = "stopped without a result (killed, out of memory, or the machine went down)"
-    history = result.get("history") or {}
-    val_curve = [(int(s), float(v)) for s, v in history.get("val/loss", [])]
-    best = result.get("best_val_loss")
-    if best is None and val_curve:
-        best = min(v for _, v in val_curve)
-    metrics = result.get("metrics") or {}
-    bleu = metrics.get("val/bleu")
-    if bleu is None and history.get("val/bleu"):
-        bleu = history["val/bleu"][-1][1]
-    return Job(
-        name=job_dir.name,
-        status=status,
-        overrides=list(result.get("overrides") or _read_overrides(job_dir)),
-        best_val_loss=best,
-        val_bleu=bleu,
-        step=result.get("step"),
-        wall_time_s=result.get("wall_time_s"),
-        error=error,
-        val_curve=val_curve,
-    )
-
-
-def is_job_folder(path: Path) -> bool:
-    """A sub-folder of a sweep holding ``result.json`` or Hydra's ``.hydra/overrides.yaml``."""
-    return path.is_dir() and (
-        (path / RESULT_FILE).is_file() or (path / ".hydra" / "overrides.yaml").is_file()
-    )
-
-
 def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
     """Every job of ``sweep_dir``: its job folders, then the planned grid jobs that have none.
 
@@ -206,7 +101,7 @@ def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Jo
             f"{sweep_dir} holds no job folders{hint}; pass the folder of a multirun, "
             "e.g. runs/<experiment>/multirun_<time>, whose sub-folders are its jobs"
         )
-    jobs = [load_job(p) for p in sorted(folders, key=lambda p: _natural_key(p.name))]
+    jobs = [load_job(p) for p in sorted(folders, key=lambda p: natural_key(p.name))]
     if plan is not None and plan.jobs is not None:
         jobs += _unrun_grid_jobs(jobs, plan)
     return jobs
@@ -237,7 +132,7 @@ def unrun_trials(jobs: Sequence[Job], plan: Plan | None) -> int:
 
 def _rank(job: Job) -> tuple[Any, ...]:
     unrun = job.status in UNRUN
-    return (unrun, not job.scored, job.best_val_loss if job.scored else 0.0, _natural_key(job.name))
+    return (unrun, not job.scored, job.best_val_loss if job.scored else 0.0, natural_key(job.name))
 
 
 def _status(status: str) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only its scored and params: this module reads no job folder
-    from nanogpt.runs.report import Job
+    from nanogpt.runs.jobs import Job
 
 SEED_KEY = "seed"
 

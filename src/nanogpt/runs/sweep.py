@@ -53,8 +53,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.runs import RESULT_FILE
+from nanogpt.runs.jobs import is_job_folder
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
+from nanogpt.runs.report import PLAN_FILE, Plan, write_report
 
 log = logging.getLogger(__name__)
 
