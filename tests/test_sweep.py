@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.runs.jobs import is_job_folder
+from nanogpt.runs.plan import Plan, plan_sweep
 from nanogpt.runs.record import write_result
-from nanogpt.runs.report import Plan, find_jobs, write_report
+from nanogpt.runs.report import find_jobs, write_report
 from nanogpt.runs.report import main as report_main
 from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
-from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy
+from nanogpt.runs.sweep import SweepCallback, sweep_overrides, sweep_strategy
 
 from .conftest import SEARCHED_KEYS, TINY, compose_train, run_cli
 from .rank_probe import PROBE, read_ranks
@@ -555,7 +556,7 @@ def test_the_sweep_plan_is_hydras_job_order(tmp_path):
             }
         }
     )
-    plan = plan_sweep(config)
+    plan = plan_sweep(config, sweep_overrides(config))
     # the params first, the command line after, and the last override varies fastest (job 1 is seed=2)
     assert plan.jobs == [
         ["model.n_layer=1", "seed=1", "name=x"],
@@ -567,7 +568,7 @@ def test_the_sweep_plan_is_hydras_job_order(tmp_path):
 
     config.hydra.sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.OptunaSweeper", "n_trials": 7}
     fake_job(tmp_path, "earlier_0", ["seed=1"])
-    plan = plan_sweep(config)
+    plan = plan_sweep(config, sweep_overrides(config))
     assert (plan.jobs, plan.trials, plan.earlier_jobs) == (None, 7, ["earlier_0"])
 
 

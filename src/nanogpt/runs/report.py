@@ -23,58 +23,19 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import os
 import re
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nanogpt.files import write_atomically
 from nanogpt.runs import RESULT_FILE
-from nanogpt.runs.jobs import STATUSES, UNRUN, Job, is_alive, is_job_folder, load_job, natural_key
+from nanogpt.runs.jobs import STATUSES, UNRUN, Job, is_job_folder, load_job, natural_key
+from nanogpt.runs.plan import Plan, unrun_grid_jobs, unrun_trials
 from nanogpt.runs.stats import SEED_KEY, seed_statistics, varying_keys
-
-PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here
-
-
-@dataclass
-class Plan:
-    """What a sweep command set out to run (``sweep.json``), so that a report can name what never ran.
-
-    A grid sweep knows its jobs in advance; an Optuna sweep knows only how many trials it asked for,
-    and its folder also holds the trials of earlier commands that continued the same study.
-    """
-
-    jobs: list[list[str]] | None = None  # grid: every job's overrides, in job-number order
-    trials: int | None = None  # Optuna: hydra.sweeper.n_trials of this command
-    earlier_jobs: list[str] = field(default_factory=list)  # job folders already there at the start
-    host: str | None = None  # the sweep's process, to tell a pending job from one that never ran
-    pid: int | None = None
-    ended: bool = False  # the sweep's process has finished (or been interrupted)
-
-    def save(self, sweep_dir: str | os.PathLike) -> Path:
-        """Write the plan as ``<sweep_dir>/sweep.json``."""
-        return write_atomically(Path(sweep_dir) / PLAN_FILE, json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, sweep_dir: str | os.PathLike) -> Plan | None:
-        """The sweep's plan, or ``None`` for a sweep without one (older, or another sweeper's)."""
-        try:
-            saved = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
-            return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError, AttributeError):  # missing, or not a plan
-            return None
-
-    @property
-    def unrun_status(self) -> str:
-        """``pending`` while the sweep's process runs, else ``never_ran``."""
-        running = not self.ended and is_alive({"pid": self.pid, "host": self.host})
-        return "pending" if running else "never_ran"
 
 
 def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
@@ -103,31 +64,8 @@ def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Jo
         )
     jobs = [load_job(p) for p in sorted(folders, key=lambda p: natural_key(p.name))]
     if plan is not None and plan.jobs is not None:
-        jobs += _unrun_grid_jobs(jobs, plan)
+        jobs += unrun_grid_jobs(jobs, plan)
     return jobs
-
-
-def _unrun_grid_jobs(jobs: Sequence[Job], plan: Plan) -> list[Job]:
-    # A folder's overrides are the very list the sweeper passed to the launcher, so they identify
-    # the planned job even when hydra.sweep.subdir does not name folders by job number. Counting
-    # (not a set) keeps a grid that repeats a job (seed=1,1) right.
-    ran = Counter(tuple(job.overrides) for job in jobs)
-    unrun = []
-    for number, overrides in enumerate(plan.jobs or []):
-        if ran[tuple(overrides)] > 0:
-            ran[tuple(overrides)] -= 1
-        else:  # named by its job number, which is its folder's name under the default subdir
-            unrun.append(Job(name=str(number), status=plan.unrun_status, overrides=list(overrides)))
-    return unrun
-
-
-def unrun_trials(jobs: Sequence[Job], plan: Plan | None) -> int:
-    """How many of an Optuna command's ``n_trials`` have no job folder of their own."""
-    if plan is None or plan.trials is None:
-        return 0
-    earlier = set(plan.earlier_jobs)
-    started = sum(job.name not in earlier and job.status not in UNRUN for job in jobs)
-    return max(plan.trials - started, 0)
 
 
 def _rank(job: Job) -> tuple[Any, ...]:
