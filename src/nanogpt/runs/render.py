@@ -1,7 +1,9 @@
 """The sweep report as text: ``report.md``, ``report.csv`` and ``seeds.csv`` (:func:`render`).
 
-Pure: jobs (:mod:`nanogpt.runs.jobs`) and the sweep's plan (:mod:`nanogpt.runs.plan`) in, text
-out; :mod:`nanogpt.runs.report` reads the sweep folder and writes the files.
+Jobs (:mod:`nanogpt.runs.jobs`) and the sweep's plan (:mod:`nanogpt.runs.plan`) in, text out: no
+file is read or written here (:mod:`nanogpt.runs.report` does that). The one look outside is the
+plan's, at whether the sweep's process still runs, which tells jobs still to run from jobs that
+never ran.
 """
 
 from __future__ import annotations
