@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nanogpt.runs.jobs import is_job_folder, read_result
 from nanogpt.runs.plots import plot_against_time
-from nanogpt.runs.report import is_job_folder
 
 
 def val_against_time(run_dir: Path) -> list[tuple[float, float]]:
@@ -36,9 +35,9 @@ def val_against_time(run_dir: Path) -> list[tuple[float, float]]:
     ]
 
 
-def experiment_of(result: dict, default: str) -> str:
+def experiment_of(overrides: list[str], default: str) -> str:
     """The ``experiment=`` override a job ran with (a sweep may set one ``name`` for all)."""
-    chosen = [o.split("=", 1)[1] for o in result.get("overrides", []) if o.startswith("experiment=")]
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
     return chosen[-1] if chosen else default
 
 
@@ -54,13 +53,13 @@ def main() -> None:
     print("|---|---|---|---|")
     for job in sorted((p for p in args.sweep_dir.iterdir() if is_job_folder(p)), key=lambda p: p.name):
         config = OmegaConf.load(job / "config.yaml")
-        result = json.loads((job / "result.json").read_text())
-        if result.get("status") != "completed":
+        result = read_result(job)
+        if result is None or result.status != "completed":
             continue
-        recipe = experiment_of(result, config.name)
+        recipe = experiment_of(result.overrides, config.name)
         curves[recipe].append(val_against_time(job))
-        results[recipe].append((config.seed, result["best_val_loss"], result["wall_time_s"]))
-        print(f"| {recipe} | {config.seed} | {result['best_val_loss']:.4f} | {result['wall_time_s']:.1f} |")
+        results[recipe].append((config.seed, result.best_val_loss, result.wall_time_s))
+        print(f"| {recipe} | {config.seed} | {result.best_val_loss:.4f} | {result.wall_time_s:.1f} |")
     print("\n| experiment | seeds | mean best val/loss | mean wall s |")
     print("|---|---|---|---|")
     for name, rows in results.items():

@@ -17,17 +17,12 @@ from omegaconf import OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.run_dir import Result
-from nanogpt.runs.report import (
-    Plan,
-    find_jobs,
-    is_job_folder,
-    mean_ci,
-    seed_statistics,
-    student_t_quantile,
-    write_report,
-)
+from nanogpt.runs.jobs import is_job_folder
+from nanogpt.runs.plan import Plan, plan_sweep
+from nanogpt.runs.report import find_jobs, write_report
 from nanogpt.runs.report import main as report_main
-from nanogpt.runs.sweep import SweepCallback, plan_sweep, sweep_strategy
+from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
+from nanogpt.runs.sweep import SweepCallback, sweep_overrides, sweep_strategy
 
 from .conftest import SEARCHED_KEYS, TINY, compose_train, run_cli
 from .rank_probe import PROBE, read_ranks
@@ -561,7 +556,7 @@ def test_the_sweep_plan_is_hydras_job_order(tmp_path):
             }
         }
     )
-    plan = plan_sweep(config)
+    plan = plan_sweep(config, sweep_overrides(config))
     # the params first, the command line after, and the last override varies fastest (job 1 is seed=2)
     assert plan.jobs == [
         ["model.n_layer=1", "seed=1", "name=x"],
@@ -573,7 +568,7 @@ def test_the_sweep_plan_is_hydras_job_order(tmp_path):
 
     config.hydra.sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.OptunaSweeper", "n_trials": 7}
     fake_job(tmp_path, "earlier_0", ["seed=1"])
-    plan = plan_sweep(config)
+    plan = plan_sweep(config, sweep_overrides(config))
     assert (plan.jobs, plan.trials, plan.earlier_jobs) == (None, 7, ["earlier_0"])
 
 
@@ -600,3 +595,13 @@ def test_val_loss_against_training_time_is_drawn_per_recipe(tmp_path):
         "recipe b": [[(9.0, 1.8)]],
     }
     assert_png(plot_against_time(curves, tmp_path / "val_loss_vs_time.png", title="two recipes"))
+
+
+def test_a_damaged_record_is_listed_as_failed_naming_what_is_wrong(tmp_path):
+    fake_job(tmp_path, "0", ["seed=1"], best_val_loss=2.0)
+    job = fake_job(tmp_path, "1", ["seed=2"], status=None)
+    (job / "result.json").write_text('{"status": "completed", "step": "ten"}')  # edited by hand
+    jobs = {j.name: j for j in find_jobs(tmp_path)}
+    assert jobs["0"].scored and jobs["0"].best_val_loss == 2.0
+    assert jobs["1"].status == "failed" and jobs["1"].overrides == ["seed=2"]
+    assert "unreadable record" in jobs["1"].error and "step is 'ten', not an integer" in jobs["1"].error

@@ -2,8 +2,11 @@
 
 ``record`` writes ``<run>/result.json`` (status, metrics, loss history) while a run trains;
 ``curves`` keeps the loss history and draws ``<run>/loss.png``; ``plots`` draws the PNGs;
-``sweep`` is the Hydra callback that checks a multirun and reports on it after every job;
-``report`` (``nanogpt-report``) turns a sweep folder's records into a table, a CSV and a plot.
+``sweep`` is the Hydra callback that checks a multirun and reports on it after every job, and
+``plan`` the sweep's plan that it writes, ``<sweep>/sweep.json`` (what the sweep set out to run);
+``report`` (``nanogpt-report``) turns a sweep folder's records into a table, a CSV and a plot: ``jobs``
+reads each job folder's ``result.json``, ``stats`` groups the jobs over seeds (mean and confidence
+interval, no I/O) and ``render`` turns them into the report's text.
 
 Run folders are named by their start time and a random suffix (the ``run_name`` resolver of
 ``configs/hydra/default.yaml``, :mod:`nanogpt.runs.names`): two runs started in the same second, on

@@ -2,8 +2,9 @@
 
     nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00_5be21d
 
-reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and the sweep's plan,
-``sweep.json`` (:class:`Plan`), and writes into the sweep folder
+reads every job folder's ``result.json`` (written by :mod:`nanogpt.runs.record`, read by
+:mod:`nanogpt.runs.jobs`) and the sweep's plan, ``sweep.json`` (:mod:`nanogpt.runs.plan`), and writes
+into the sweep folder
 
 - ``report.md``: every job's varying overrides, best ``val/loss``, last ``val/bleu``, steps, wall
   time and status, best first; failed and interrupted jobs with their errors; the planned jobs
@@ -14,6 +15,9 @@ reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and the sw
   (one row per configuration, when seeds repeat);
 - ``val_loss.png``: every job's val-loss curve.
 
+This module finds a sweep folder's jobs (:func:`find_jobs`) and writes the files; their text comes
+from :mod:`nanogpt.runs.render`, the seed statistics from :mod:`nanogpt.runs.stats`.
+
 ``nanogpt-train -m`` writes the report after every job and when the sweep ends, interrupted or not
 (:mod:`nanogpt.runs.sweep`).
 """
@@ -21,244 +25,17 @@ reads every job folder's ``result.json`` (:mod:`nanogpt.runs.record`) and the sw
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import math
 import os
-import re
-import socket
-import statistics
 import sys
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from omegaconf import OmegaConf
-
-from nanogpt.files import pid_alive, write_atomically
+from nanogpt.files import write_atomically
 from nanogpt.run_dir import RESULT_FILE
-
-SEED_KEY = "seed"
-PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here
-
-# planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
-UNRUN = ("pending", "never_ran")
-STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
-
-
-def read_result(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's ``result.json``, or ``None`` when it has none or it cannot be parsed."""
-    try:
-        result = json.loads((Path(run_dir) / RESULT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
-
-
-def is_alive(result: dict[str, Any]) -> bool:
-    """Whether the process that wrote a ``running`` result (or a sweep's plan) may still run.
-
-    On this machine the process is looked up by its pid; another machine's job cannot be checked
-    from here, so it counts as alive.
-    """
-    pid = result.get("pid")
-    if not isinstance(pid, int):
-        return False
-    return result.get("host") != socket.gethostname() or pid_alive(pid)
-
-
-@dataclass
-class Plan:
-    """What a sweep command set out to run (``sweep.json``), so that a report can name what never ran.
-
-    A grid sweep knows its jobs in advance; an Optuna sweep knows only how many trials it asked for,
-    and its folder also holds the trials of earlier commands that continued the same study.
-    """
-
-    jobs: list[list[str]] | None = None  # grid: every job's overrides, in job-number order
-    trials: int | None = None  # Optuna: hydra.sweeper.n_trials of this command
-    earlier_jobs: list[str] = field(default_factory=list)  # job folders already there at the start
-    host: str | None = None  # the sweep's process, to tell a pending job from one that never ran
-    pid: int | None = None
-    ended: bool = False  # the sweep's process has finished (or been interrupted)
-
-    def save(self, sweep_dir: str | os.PathLike) -> Path:
-        """Write the plan as ``<sweep_dir>/sweep.json``."""
-        return write_atomically(Path(sweep_dir) / PLAN_FILE, json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, sweep_dir: str | os.PathLike) -> Plan | None:
-        """The sweep's plan, or ``None`` for a sweep without one (older, or another sweeper's)."""
-        try:
-            saved = json.loads((Path(sweep_dir) / PLAN_FILE).read_text())
-            return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
-        except (OSError, ValueError, TypeError, AttributeError):  # missing, or not a plan
-            return None
-
-    @property
-    def unrun_status(self) -> str:
-        """``pending`` while the sweep's process runs, else ``never_ran``."""
-        running = not self.ended and is_alive({"pid": self.pid, "host": self.host})
-        return "pending" if running else "never_ran"
-
-
-@dataclass
-class Job:
-    """One job of a sweep: a job folder as its ``result.json`` describes it, or a planned job with none."""
-
-    name: str
-    status: str  # one of STATUSES
-    overrides: list[str]
-    best_val_loss: float | None = None
-    val_bleu: float | None = None
-    step: int | None = None
-    wall_time_s: float | None = None
-    error: str | None = None
-    val_curve: list[tuple[int, float]] = field(default_factory=list)
-
-    @property
-    def scored(self) -> bool:
-        """Completed with a finite best val/loss: ranked, and counted in seed statistics."""
-        loss = self.best_val_loss
-        return self.status == "completed" and loss is not None and math.isfinite(loss)
-
-    @property
-    def params(self) -> dict[str, str]:
-        """The overrides as ``key -> value`` (a group choice such as ``model=gpt_tiny`` included)."""
-        return dict(o.split("=", 1) if "=" in o else (o, "") for o in self.overrides)
-
-
-@dataclass
-class ConfigStats:
-    """The best val/loss of one configuration over its seeds."""
-
-    params: dict[str, str]
-    n: int
-    mean: float
-    std: float  # sample standard deviation; nan for n = 1
-    ci95: float  # half-width of the 95% confidence interval of the mean; nan for n = 1
-
-
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean, sample standard deviation and the half-width of the ``confidence`` interval of the mean.
-
-    Student's t interval, ``t(1 - (1 - confidence) / 2, n - 1) * std / sqrt(n)``: with a handful of
-    seeds the normal approximation would be far too narrow (t = 2.78 for 5 seeds, not 1.96).
-    """
-    if not values:
-        raise ValueError("mean_ci needs at least one value")
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    std = statistics.stdev(values)
-    half = student_t_quantile(1 - (1 - confidence) / 2, len(values) - 1) * std / math.sqrt(len(values))
-    return mean, std, half
-
-
-def student_t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t distribution with ``df`` degrees of freedom, ``p`` in (0.5, 1).
-
-    Inverts the distribution function ``F(t) = 1 - I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``
-    by bisection, to about 1e-12. Written here rather than taken from SciPy: Lightning imports
-    torchmetrics, which imports ``scipy.signal`` whenever SciPy is installed, and that costs every
-    ``nanogpt-train`` start about half a second.
-    """
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"need 0.5 < p < 1 and df >= 1, got p={p} and df={df}")
-    tail = 2 * (1 - p)  # I_x(df/2, 1/2) at the quantile; it falls as t grows
-    low, high = 0.0, 1.0
-    while _regularized_beta(df / (df + high * high), df / 2, 0.5) > tail:
-        high *= 2
-    for _ in range(200):
-        mid = (low + high) / 2
-        if _regularized_beta(df / (df + mid * mid), df / 2, 0.5) > tail:
-            low = mid
-        else:
-            high = mid
-        if high - low < 1e-12 * high:
-            break
-    return (low + high) / 2
-
-
-def _regularized_beta(x: float, a: float, b: float) -> float:
-    """The regularized incomplete beta function ``I_x(a, b)``, by its continued fraction (Lentz)."""
-    if x <= 0 or x >= 1:
-        return float(x >= 1)
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1 - _regularized_beta(1 - x, b, a)
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    tiny = 1e-300
-    c, d = 1.0, 1 - (a + b) * x / (a + 1)
-    d = 1 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 500):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 + numerator * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1) < 1e-15:
-            break
-    return math.exp(log_front) * fraction / a
-
-
-def _natural_key(name: str) -> list[Any]:
-    # job folders 0, 1, ..., 10 in numeric order, not 0, 1, 10, 2
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
-def _read_overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return []
-    return [str(o) for o in OmegaConf.load(path)]
-
-
-def load_job(job_dir: Path) -> Job:
-    """Read one job folder; a job that left no final result is ``failed`` unless it still runs."""
-    result = read_result(job_dir) or {}
-    status = result.get("status")
-    error = result.get("error")
-    if status not in ("completed", "failed", "interrupted"):
-        if status == "running" and is_alive(result):
-            status = "running"
-        else:
-            status = "failed"
-            error = "stopped without a result (killed, out of memory, or the machine went down)"
-    history = result.get("history") or {}
-    val_curve = [(int(s), float(v)) for s, v in history.get("val/loss", [])]
-    best = result.get("best_val_loss")
-    if best is None and val_curve:
-        best = min(v for _, v in val_curve)
-    metrics = result.get("metrics") or {}
-    bleu = metrics.get("val/bleu")
-    if bleu is None and history.get("val/bleu"):
-        bleu = history["val/bleu"][-1][1]
-    return Job(
-        name=job_dir.name,
-        status=status,
-        overrides=list(result.get("overrides") or _read_overrides(job_dir)),
-        best_val_loss=best,
-        val_bleu=bleu,
-        step=result.get("step"),
-        wall_time_s=result.get("wall_time_s"),
-        error=error,
-        val_curve=val_curve,
-    )
-
-
-def is_job_folder(path: Path) -> bool:
-    """A sub-folder of a sweep holding ``result.json`` or Hydra's ``.hydra/overrides.yaml``."""
-    return path.is_dir() and (
-        (path / RESULT_FILE).is_file() or (path / ".hydra" / "overrides.yaml").is_file()
-    )
+from nanogpt.runs.jobs import UNRUN, Job, is_job_folder, load_job, natural_key
+from nanogpt.runs.plan import Plan, unrun_grid_jobs
+from nanogpt.runs.render import job_label, render
+from nanogpt.runs.stats import varying_keys
 
 
 def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
@@ -285,228 +62,10 @@ def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Jo
             f"{sweep_dir} holds no job folders{hint}; pass the folder of a multirun, "
             "e.g. runs/<experiment>/multirun_<time>, whose sub-folders are its jobs"
         )
-    jobs = [load_job(p) for p in sorted(folders, key=lambda p: _natural_key(p.name))]
+    jobs = [load_job(p) for p in sorted(folders, key=lambda p: natural_key(p.name))]
     if plan is not None and plan.jobs is not None:
-        jobs += _unrun_grid_jobs(jobs, plan)
+        jobs += unrun_grid_jobs(jobs, plan)
     return jobs
-
-
-def _unrun_grid_jobs(jobs: Sequence[Job], plan: Plan) -> list[Job]:
-    # A folder's overrides are the very list the sweeper passed to the launcher, so they identify
-    # the planned job even when hydra.sweep.subdir does not name folders by job number. Counting
-    # (not a set) keeps a grid that repeats a job (seed=1,1) right.
-    ran = Counter(tuple(job.overrides) for job in jobs)
-    unrun = []
-    for number, overrides in enumerate(plan.jobs or []):
-        if ran[tuple(overrides)] > 0:
-            ran[tuple(overrides)] -= 1
-        else:  # named by its job number, which is its folder's name under the default subdir
-            unrun.append(Job(name=str(number), status=plan.unrun_status, overrides=list(overrides)))
-    return unrun
-
-
-def unrun_trials(jobs: Sequence[Job], plan: Plan | None) -> int:
-    """How many of an Optuna command's ``n_trials`` have no job folder of their own."""
-    if plan is None or plan.trials is None:
-        return 0
-    earlier = set(plan.earlier_jobs)
-    started = sum(job.name not in earlier and job.status not in UNRUN for job in jobs)
-    return max(plan.trials - started, 0)
-
-
-def varying_keys(jobs: Sequence[Job]) -> tuple[list[str], dict[str, str]]:
-    """The override keys whose values differ between jobs (in order of appearance), and the rest."""
-    params = [job.params for job in jobs]
-    keys: list[str] = []
-    for p in params:
-        keys += [k for k in p if k not in keys]
-    varying = [k for k in keys if len({p.get(k) for p in params}) > 1]
-    common = {k: params[0][k] for k in keys if k not in varying}
-    return varying, common
-
-
-def seed_statistics(jobs: Sequence[Job]) -> list[ConfigStats]:
-    """Group completed jobs by their overrides other than ``seed``; best val/loss per group, best first."""
-    varying, _ = varying_keys(jobs)
-    keys = [k for k in varying if k.lstrip("+~") != SEED_KEY]
-    groups: dict[tuple[tuple[str, str | None], ...], list[float]] = {}
-    for job in jobs:
-        if job.scored:
-            config = tuple((k, job.params.get(k)) for k in keys)
-            groups.setdefault(config, []).append(job.best_val_loss)
-    stats = []
-    for config, values in groups.items():
-        mean, std, half = mean_ci(values)
-        stats.append(ConfigStats({k: v for k, v in config if v is not None}, len(values), mean, std, half))
-    return sorted(stats, key=lambda s: s.mean)
-
-
-def _rank(job: Job) -> tuple[Any, ...]:
-    unrun = job.status in UNRUN
-    return (unrun, not job.scored, job.best_val_loss if job.scored else 0.0, _natural_key(job.name))
-
-
-def _status(status: str) -> str:
-    return {"never_ran": "never ran", "pending": "still to run"}.get(status, status)
-
-
-def _fmt(value: float | int | None, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _short(value: str) -> str:
-    # Optuna's suggestions carry 17 digits; 4 significant ones are enough to read a table
-    if re.fullmatch(r"[-+]?\d*\.\d{5,}(e[-+]?\d+)?|[-+]?\d+(\.\d+)?e[-+]?\d+", value):
-        return f"{float(value):.4g}"
-    return value
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def render(sweep_dir: Path, jobs: Sequence[Job], plan: Plan | None = None) -> tuple[str, str, str | None]:
-    """The report as Markdown, the jobs as CSV, and the seed statistics as CSV (or None)."""
-    jobs = sorted(jobs, key=_rank)
-    varying, common = varying_keys(jobs)
-    counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
-    trials_left = unrun_trials(jobs, plan)
-    if trials_left:
-        counts[plan.unrun_status] += trials_left
-    summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items() if n)
-    head = f"{sum(counts.values())} jobs planned" if plan is not None else f"{len(jobs)} jobs"
-    md = [f"# Sweep report: {sweep_dir}", "", f"{head}: {summary}. Sorted by best val/loss.", ""]
-    if common:
-        md += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in common.items()), ""]
-
-    header = ["rank", "job", *varying, "best val/loss", "val/bleu", "steps", "wall time (s)", "status"]
-    rows, csv_rows = [], []
-    for i, job in enumerate(jobs, 1):
-        rank = "" if job.status in UNRUN else str(i)  # unrun jobs come last
-        values = [job.params.get(k, "") for k in varying]
-        rows.append(
-            [
-                rank,
-                job.name,
-                *map(_short, values),
-                _fmt(job.best_val_loss, 4),
-                _fmt(job.val_bleu, 2),
-                _fmt(job.step, 0),
-                _fmt(job.wall_time_s, 1),
-                _status(job.status),
-            ]
-        )
-        csv_rows.append(
-            [
-                rank,
-                job.name,
-                *values,
-                job.best_val_loss,
-                job.val_bleu,
-                job.step,
-                job.wall_time_s,
-                job.status,
-                " ".join(job.overrides),
-                job.error or "",
-            ]
-        )
-    md += [_markdown_table(header, rows), ""]
-    csv_header = ["rank", "job", *varying, "best_val_loss", "val_bleu", "steps", "wall_time_s", "status"]
-    jobs_csv = _csv([*csv_header, "overrides", "error"], csv_rows)
-
-    failed = [j for j in jobs if j.status in ("failed", "interrupted")]
-    if failed:
-        kinds = {j.status for j in failed}
-        title = "Failed and interrupted jobs" if len(kinds) > 1 else f"{kinds.pop().capitalize()} jobs"
-        md += (
-            [f"## {title}", ""] + [f"- `{_label(j, varying)}` ({j.status}): {j.error}" for j in failed] + [""]
-        )
-    md += _unrun_section(jobs, varying, plan, trials_left)
-
-    seeds_csv = None
-    stats = seed_statistics(jobs)
-    if any(s.n > 1 for s in stats):
-        keys = [k for k in varying if k.lstrip("+~") != SEED_KEY]
-        md += [
-            "## Over seeds",
-            "",
-            "Best val/loss of each configuration over its seeds: mean ± half-width of the 95% "
-            "confidence interval of the mean (Student's t, n - 1 degrees of freedom).",
-            "",
-        ]
-        seed_rows = [
-            [
-                *(_short(s.params.get(k, "")) for k in keys),
-                str(s.n),
-                f"{s.mean:.4f} ± {s.ci95:.4f}" if s.n > 1 else f"{s.mean:.4f}",
-                _fmt(s.mean - s.ci95, 4),
-                _fmt(s.mean + s.ci95, 4),
-                _fmt(s.std, 4),
-            ]
-            for s in stats
-        ]
-        md += [_markdown_table([*keys, "seeds", "mean ± 95% CI", "low", "high", "std"], seed_rows), ""]
-        seeds_csv = _csv(
-            [*keys, "n", "mean", "ci95_half_width", "low", "high", "std"],
-            [
-                [
-                    *(s.params.get(k, "") for k in keys),
-                    s.n,
-                    s.mean,
-                    s.ci95,
-                    s.mean - s.ci95,
-                    s.mean + s.ci95,
-                    s.std,
-                ]
-                for s in stats
-            ],
-        )
-    md += ["![val/loss of every job](val_loss.png)", ""]
-    return "\n".join(md), jobs_csv, seeds_csv
-
-
-def _unrun_section(jobs: Sequence[Job], varying: list[str], plan: Plan | None, trials_left: int) -> list[str]:
-    unrun = [j for j in jobs if j.status in UNRUN]
-    if plan is None or not (unrun or trials_left):
-        return []
-    never = plan.unrun_status == "never_ran"
-    if trials_left and never:
-        text = (
-            f"{trials_left} of {plan.trials} trials never ran: the sweep stopped before them. "
-            f"Running the same command again continues the study with another {plan.trials} trials."
-        )
-    elif trials_left:
-        text = f"{trials_left} of {plan.trials} trials are still to run."
-    elif never:
-        text = (
-            "The sweep stopped before these jobs started (it was interrupted, or stopped at a job's "
-            "error). Each one runs alone as `nanogpt-train` with its overrides (the overrides column "
-            "of report.csv)."
-        )
-    else:
-        text = "The sweep runs these jobs next."
-    md = ["## Never ran" if never else "## Still to run", "", text, ""]
-    if unrun:
-        md += [*(f"- `{_label(j, varying)}`" for j in unrun), ""]
-    return md
-
-
-def _label(job: Job, varying: list[str]) -> str:
-    values = " ".join(f"{k}={job.params[k]}" for k in varying if k in job.params)
-    return f"{job.name}: {values}" if values else job.name
 
 
 def write_report(sweep_dir: str | os.PathLike) -> Path:
@@ -518,7 +77,7 @@ def write_report(sweep_dir: str | os.PathLike) -> Path:
     jobs = find_jobs(sweep_dir, plan)
     md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan)
     varying, _ = varying_keys(jobs)
-    curves = {_label(j, varying): j.val_curve for j in jobs if j.status not in UNRUN}
+    curves = {job_label(j, varying): j.val_curve for j in jobs if j.status not in UNRUN}
     plot_sweep(curves, sweep_dir / "val_loss.png", title=str(sweep_dir))
     write_atomically(sweep_dir / "report.csv", jobs_csv)
     if seeds_csv is not None:

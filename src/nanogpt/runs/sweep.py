@@ -11,7 +11,7 @@
   instead (:func:`sweep_strategy`, applied by ``train``), and what cannot be made correct (several
   machines without a cluster launcher, FSDP's launcher) is refused before the first job;
 - creates the sweep folder, where Optuna's SQLite study lives, and writes the sweep's plan into it
-  (``sweep.json``, :class:`~nanogpt.runs.report.Plan`): a grid's jobs, or Optuna's trial count.
+  (``sweep.json``, :class:`~nanogpt.runs.plan.Plan`): a grid's jobs, or Optuna's trial count.
 
 After every job, and when the sweep ends, it rewrites the sweep report (:mod:`nanogpt.runs.report`),
 which names the planned jobs that never ran.
@@ -30,11 +30,9 @@ handling takes over, and stops the job at the end of its step.
 from __future__ import annotations
 
 import atexit
-import itertools
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -53,7 +51,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.devices import processes_per_job
 from nanogpt.run_dir import Result
-from nanogpt.runs.report import PLAN_FILE, Plan, is_job_folder, write_report
+from nanogpt.runs.plan import PLAN_FILE, Plan, plan_sweep
+from nanogpt.runs.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -152,41 +151,6 @@ def launches_on_cluster(config: DictConfig) -> bool:
     """Whether the sweep's Hydra launcher submits each job to a cluster (submitit's SLURM launcher)."""
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
     return "submitit" in target.lower() and "local" not in target.lower()
-
-
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid sweeper
-
-
-def grid_jobs(overrides: list[Override]) -> list[list[str]]:
-    """A grid's jobs as Hydra's basic sweeper numbers them, each as the overrides its folder records.
-
-    The product of every override's values, the last varying fastest; a key given twice keeps its
-    first place and its last values.
-    """
-    values: dict[str, list[str]] = {}
-    for o in overrides:
-        key = o.get_key_element()
-        choices = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
-        values[key] = [f"{key}={value}" for value in choices]
-    return [list(job) for job in itertools.product(*values.values())]
-
-
-def plan_sweep(config: DictConfig) -> Plan | None:
-    """What this sweep will run: a grid's jobs in job-number order, or Optuna's number of trials.
-
-    ``None`` for other sweepers, whose plan is not known in advance.
-    """
-    sweeper = config.hydra.sweeper
-    process = {"host": socket.gethostname(), "pid": os.getpid()}
-    if sweeper.get("_target_") == BASIC_SWEEPER:
-        return Plan(jobs=grid_jobs(sweep_overrides(config)), **process)
-    if sweeper.get("n_trials") is not None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        earlier = (
-            sorted(p.name for p in sweep_dir.iterdir() if is_job_folder(p)) if sweep_dir.is_dir() else []
-        )
-        return Plan(trials=int(sweeper.n_trials), earlier_jobs=earlier, **process)
-    return None
 
 
 def check_sweep(config: DictConfig) -> DictConfig:
@@ -304,7 +268,7 @@ class SweepCallback(Callback):
     def _write_plan(self, config: DictConfig) -> Plan | None:
         stale = self._sweep_dir / PLAN_FILE  # an earlier command's plan in a reused folder
         try:
-            plan = plan_sweep(config)
+            plan = plan_sweep(config, sweep_overrides(config))
             if plan is None:
                 stale.unlink(missing_ok=True)
             else:

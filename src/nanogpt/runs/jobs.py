@@ -1,0 +1,120 @@
+"""One job folder of a sweep, as its ``result.json`` describes it (:class:`Job`).
+
+:func:`read_result` is the one place where sweeps and their reports read a run's ``result.json``
+(written by :mod:`nanogpt.runs.record`); :func:`load_job` turns it into a :class:`Job`, and tells a
+job that still runs from one that died without a result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from nanogpt.files import pid_alive
+from nanogpt.run_dir import RESULT_FILE, Result
+
+# planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
+UNRUN = ("pending", "never_ran")
+STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
+
+
+def read_result(run_dir: str | os.PathLike) -> Result | None:
+    """The run's ``result.json`` (:class:`~nanogpt.run_dir.Result`), or ``None`` when it has none.
+
+    A damaged one raises the schema's ``ValueError``, naming what is wrong.
+    """
+    return Result.read(run_dir)
+
+
+def is_alive(host: str | None, pid: int | None) -> bool:
+    """Whether the process that wrote a ``running`` result (or a sweep's plan) may still run.
+
+    On this machine the process is looked up by its pid; another machine's job cannot be checked
+    from here, so it counts as alive.
+    """
+    if not isinstance(pid, int):
+        return False
+    return host != socket.gethostname() or pid_alive(pid)
+
+
+@dataclass
+class Job:
+    """One job of a sweep: a job folder as its ``result.json`` describes it, or a planned job with none."""
+
+    name: str
+    status: str  # one of STATUSES
+    overrides: list[str]
+    best_val_loss: float | None = None
+    val_bleu: float | None = None
+    step: int | None = None
+    wall_time_s: float | None = None
+    error: str | None = None
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def scored(self) -> bool:
+        """Completed with a finite best val/loss: ranked, and counted in seed statistics."""
+        loss = self.best_val_loss
+        return self.status == "completed" and loss is not None and math.isfinite(loss)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The overrides as ``key -> value`` (a group choice such as ``model=gpt_tiny`` included)."""
+        return dict(o.split("=", 1) if "=" in o else (o, "") for o in self.overrides)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key of job folder names: 0, 1, ..., 10 in numeric order, not 0, 1, 10, 2."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _read_overrides(job_dir: Path) -> list[str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [str(o) for o in OmegaConf.load(path)]
+
+
+def load_job(job_dir: Path) -> Job:
+    """Read one job folder; a job that left no final result is ``failed`` unless it still runs."""
+    try:
+        result = read_result(job_dir)
+    except ValueError as err:  # a damaged record: the job is listed, with what is wrong
+        return Job(job_dir.name, "failed", _read_overrides(job_dir), error=f"unreadable record: {err}")
+    if result is None or (result.status == "running" and not is_alive(result.host, result.pid)):
+        result = result or Result(status="failed")
+        status, error = "failed", "stopped without a result (killed, out of memory, or the machine went down)"
+    else:
+        status, error = result.status, result.error
+    val_curve = [(s, v) for s, v in result.history.get("val/loss", []) if v is not None]
+    best = result.best_val_loss
+    if best is None and val_curve:
+        best = min(v for _, v in val_curve)
+    bleu = result.metrics.get("val/bleu")
+    if bleu is None and result.history.get("val/bleu"):
+        bleu = result.history["val/bleu"][-1][1]
+    return Job(
+        name=job_dir.name,
+        status=status,
+        overrides=result.overrides or _read_overrides(job_dir),
+        best_val_loss=best,
+        val_bleu=bleu,
+        step=result.step,
+        wall_time_s=result.wall_time_s,
+        error=error,
+        val_curve=val_curve,
+    )
+
+
+def is_job_folder(path: Path) -> bool:
+    """A sub-folder of a sweep holding ``result.json`` or Hydra's ``.hydra/overrides.yaml``."""
+    return path.is_dir() and (
+        (path / RESULT_FILE).is_file() or (path / ".hydra" / "overrides.yaml").is_file()
+    )
