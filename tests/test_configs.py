@@ -13,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
 from nanogpt.devices import cpu_has_native_bf16
-from nanogpt.hf_gpt2 import pretrained_shape, use_pretrained_shape
+from nanogpt.hf_gpt2 import apply_pretrained_shape, pretrained_shape
 from nanogpt.metrics.bleu import BleuSettings
 from nanogpt.train import train
 
@@ -38,8 +38,9 @@ def test_every_config_composes_and_builds(overrides, tmp_path):
         cfg.paths.output_dir = str(tmp_path)
         if OmegaConf.is_missing(cfg.data, "source"):  # data=text: the user names the corpus
             cfg.data.source = str(tmp_path)
-    if cfg.model.get("init_from"):  # model=gpt2_pretrained: the shape is the checkpoint's, known offline
-        use_pretrained_shape(cfg.model, pretrained_shape(cfg.model.init_from))
+    if init_from := cfg.model.get("init_from"):  # model=gpt2_pretrained: its shape is known offline
+        shape = pretrained_shape(init_from)
+        cfg.model.merge_with(apply_pretrained_shape(OmegaConf.to_container(cfg.model), shape, init_from))
     assert cfg.data.block_size == cfg.model.block_size
     instantiate(cfg.data)
     instantiate(cfg.optimizer)

@@ -18,14 +18,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import latest_run, refuse_existing_checkpoints, resume_checkpoint
 from nanogpt.devices import check_trainer_fits_machine, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
-from nanogpt.hf_gpt2 import init_from_pretrained
+from nanogpt.hf_gpt2 import apply_pretrained_shape, check_gpt2_tokenizer, load_pretrained, pretrained_shape
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
 from nanogpt.loop import accumulation_for, lightning_val_check_interval
@@ -66,7 +66,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             torch.set_float32_matmul_precision(precision)
 
         # model.init_from: the shape is the pretrained checkpoint's, and so are the weights unless resuming
-        pretrained = init_from_pretrained(cfg) if cfg.model.get("init_from") else None
+        pretrained = None
+        if cfg.model.get("init_from"):  # checked first, without downloading anything
+            init_from = str(cfg.model.init_from)
+            check_gpt2_tokenizer(cfg.data.get("tokenizer"), init_from)
+            shape = pretrained_shape(init_from)
+            shaped = apply_pretrained_shape(OmegaConf.to_container(cfg.model, resolve=True), shape, init_from)
+            with open_dict(cfg.model):  # data.block_size follows model.block_size
+                cfg.model.merge_with(shaped)
+            pretrained = None if cfg.get("ckpt_path") else load_pretrained(init_from)
         fields = OmegaConf.to_container(cfg.model, resolve=True)
         fields.pop("init_from", None)  # where the weights start from, not part of the architecture
         vocab_size = fields.pop("vocab_size", None)
