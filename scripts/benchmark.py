@@ -79,8 +79,8 @@ def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
     meta = prepare_data_group(d)
     fields = {k: v for k, v in m.items() if k != "vocab_size"}
     model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
-    # the optimizer nanogpt-train builds: the optimizer group's AdamW over the model's parameter groups
-    optimizer = model.configure_optimizers(instantiate(o), o.weight_decay, "cpu")
+    # the optimizer nanogpt-train builds: the optimizer group's factory over the model's parameter groups
+    optimizer = instantiate(o)(model.param_groups())
     corpus_dir, dtype = Path(meta["corpus_dir"]), meta["dtype"]
     train_batches = iter(
         TrainWindows(corpus_dir / "train.bin", d.block_size, d.batch_size, cfg.seed, dtype=dtype)

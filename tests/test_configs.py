@@ -12,8 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
+from nanogpt.derive import RunFacts, derive
 from nanogpt.devices import cpu_has_native_bf16
-from nanogpt.hf_gpt2 import pretrained_shape, use_pretrained_shape
+from nanogpt.hf_gpt2 import pretrained_shape
 from nanogpt.metrics.bleu import BleuSettings
 from nanogpt.train import train
 
@@ -38,8 +39,11 @@ def test_every_config_composes_and_builds(overrides, tmp_path):
         cfg.paths.output_dir = str(tmp_path)
         if OmegaConf.is_missing(cfg.data, "source"):  # data=text: the user names the corpus
             cfg.data.source = str(tmp_path)
-    if cfg.model.get("init_from"):  # model=gpt2_pretrained: the shape is the checkpoint's, known offline
-        use_pretrained_shape(cfg.model, pretrained_shape(cfg.model.init_from))
+    # the derived config, as a run builds from it (model=gpt2_pretrained: its shape is known offline)
+    init_from = cfg.model.get("init_from")
+    cfg = derive(
+        cfg, RunFacts(vocab_size=65, pretrained_shape=pretrained_shape(init_from) if init_from else None)
+    )
     assert cfg.data.block_size == cfg.model.block_size
     instantiate(cfg.data)
     instantiate(cfg.optimizer)

@@ -15,8 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nanogpt.checkpoint import load_checkpoint
+from nanogpt.derive import RunFacts, derive
 from nanogpt.export import export
-from nanogpt.hf_gpt2 import pretrained_shape, use_pretrained_shape
+from nanogpt.hf_gpt2 import apply_pretrained_shape, config_from_hf, load_pretrained, pretrained_shape
+from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
 
 from .conftest import TINY, compose_train, run_cli
@@ -87,6 +89,46 @@ def test_init_from_a_folder_gives_transformers_logits(pretrained_run, tiny_gpt2_
         ours = model(idx)[0]
     error = relative_error(ours, hf_logits(tiny_gpt2_dir, idx))
     assert error < 1e-4, error
+
+
+def test_the_converter_alone_gives_transformers_logits(tiny_gpt2_dir):
+    # the steps nanogpt-train takes for model.init_from, on plain dicts: shape, config, weights
+    init_from = str(tiny_gpt2_dir)
+    asked = {"init_from": init_from, "n_layer": None, "gelu_approximate": None, "dropout": 0.0}
+    fields = apply_pretrained_shape(asked, pretrained_shape(init_from), init_from)
+    assert asked["n_layer"] is None  # a copy: what it was given is left as it was
+    fields.pop("init_from")
+    model = GPT(GPTConfig(**fields)).eval()
+    model.load_state_dict(load_pretrained(init_from))
+    idx = torch.randint(0, 50257, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(idx)[0]
+    error = relative_error(ours, hf_logits(tiny_gpt2_dir, idx))
+    assert error < 1e-4, error
+
+
+def test_a_shape_field_that_differs_from_the_checkpoints_is_refused_with_the_fix():
+    shape = pretrained_shape("gpt2")
+    asked = {"init_from": "gpt2", "n_layer": 12, "block_size": None, "bias": False, "dropout": 0.1}
+    with pytest.raises(ValueError, match=r"\(bias=true\).*Drop the override model.bias=false, or set it"):
+        apply_pretrained_shape(asked, shape, "gpt2")
+    # a value equal to the checkpoint's is no conflict; the fields it does not fix stay as given
+    fields = apply_pretrained_shape({**asked, "bias": True}, shape, "gpt2")
+    assert fields == {**shape, "init_from": "gpt2", "dropout": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("init_from", "millions"), [("gpt2", 124), ("gpt2-medium", 355), ("gpt2-large", 774), ("gpt2-xl", 1558)]
+)
+def test_gpt2_names_have_the_shapes_of_openais_checkpoints(init_from, millions):
+    # known offline, from configs/model/gpt2*.yaml; the counts are those of Hugging Face's model cards
+    with torch.device("meta"):  # the shapes without the memory
+        model = GPT(GPTConfig(**pretrained_shape(init_from)))
+    assert round(model.num_params(non_embedding=False) / 1e6) == millions
+
+
+def test_gpt2_is_the_shape_of_transformers_default_gpt2_config():
+    assert pretrained_shape("gpt2") == config_from_hf(transformers.GPT2Config(), "gpt2")
 
 
 def test_finetuning_the_pretrained_model_lowers_its_val_loss(pretrained_run, finetuned_run):
@@ -247,7 +289,7 @@ def test_finetune_shakespeare_composes_to_nanogpts_recipe():
     cfg = compose_train(["experiment=finetune_shakespeare"])
     with open_dict(cfg):
         cfg.paths.output_dir = "."
-    use_pretrained_shape(cfg.model, pretrained_shape(cfg.model.init_from))
+    cfg = derive(cfg, RunFacts(vocab_size=50257, pretrained_shape=pretrained_shape(cfg.model.init_from)))
     composed = {key: OmegaConf.select(cfg, key) for key in NANOGPT_FINETUNE_SHAKESPEARE}
     composed["optimizer.betas"] = list(composed["optimizer.betas"])
     assert composed == NANOGPT_FINETUNE_SHAKESPEARE

@@ -1,11 +1,11 @@
 import math
-from functools import partial
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.optimizers import adamw
 from nanogpt.schedule import warmup_cosine, warmup_cosine_factor
 
 
@@ -131,18 +131,39 @@ def test_longer_input_than_context_is_refused():
         tiny()(torch.zeros(1, 17, dtype=torch.long))
 
 
-def test_param_groups_decay_only_matrices_and_embeddings():
-    model = tiny()
-    decay, no_decay = model.param_groups(0.1)
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
-    grouped = {id(p) for g in (decay, no_decay) for p in g["params"]}
-    assert grouped == {id(p) for p in model.parameters()}
-    assert len(decay["params"]) + len(no_decay["params"]) == len(grouped)  # tied weight listed once
-    opt = model.configure_optimizers(partial(torch.optim.AdamW, lr=1e-3, betas=(0.9, 0.99)), 0.1, "cpu")
+def ids(params) -> list[int]:
+    return [id(p) for p in params]
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_param_groups_say_what_each_parameter_is(bias, tie_weights):
+    model = tiny(bias=bias, tie_weights=tie_weights)
+    groups = model.param_groups()
+    tr = model.transformer
+    assert ids(groups.embeddings) == ids([tr.wte.weight, tr.wpe.weight])
+    assert ids(groups.head) == ids([] if tie_weights else [model.lm_head.weight])
+    # the blocks' hidden matrices: attention in and out, MLP in and out
+    assert [p.shape for p in groups.matrices] == [(96, 32), (32, 32), (128, 32), (32, 128)] * 2
+    assert all(p.dim() == 1 for p in groups.gains_biases)
+    listed = [*groups.embeddings, *groups.matrices, *groups.head, *groups.gains_biases]
+    assert sorted(ids(listed)) == sorted(ids(model.parameters()))  # each once
+
+
+@pytest.mark.parametrize("tie_weights", [True, False])
+def test_adamw_decays_what_nanogpt_decays_in_its_order(tie_weights):
+    model = tiny(tie_weights=tie_weights)
+    opt = adamw(model.param_groups(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, eps=1e-8)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99)
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
-    assert [len(g["params"]) for g in opt.param_groups] == [len(decay["params"]), len(no_decay["params"])]
+    # nanoGPT's GPT.configure_optimizers: the parameters of 2 or more dims decay, the rest do not, each
+    # group in named_parameters order (the layout of the optimizer state in a checkpoint)
+    params = [p for _, p in model.named_parameters()]
+    decay, no_decay = opt.param_groups
+    assert ids(decay["params"]) == ids(p for p in params if p.dim() >= 2)
+    assert ids(no_decay["params"]) == ids(p for p in params if p.dim() < 2)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    assert decay["lr"] == no_decay["lr"] == pytest.approx(1e-3)
+    assert decay["fused"] is None  # on CPU: torch's default kernel
 
 
 def test_warmup_cosine_schedule():

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -21,7 +20,7 @@ from nanogpt.derive import derived_accumulation
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loop import accumulation_for
 from nanogpt.metrics.throughput import flops_per_token
-from nanogpt.model import GPTConfig
+from nanogpt.model import GPTConfig, ParamGroups
 from nanogpt.run_dir import Result, RunDir, claim, requeue_checkpoint
 from nanogpt.runs.names import run_name
 from nanogpt.train import matmul_precision, train
@@ -69,10 +68,14 @@ def test_k_micro_batches_make_the_same_step_as_one_k_times_larger_batch():
     x = torch.randint(0, 50, (8, 16), generator=torch.Generator().manual_seed(0))  # (B, T)
     y = torch.roll(x, -1, dims=1)
 
+    def sgd(groups: ParamGroups) -> torch.optim.SGD:  # every parameter alike, no weight decay
+        params = [*groups.embeddings, *groups.matrices, *groups.head, *groups.gains_biases]
+        return torch.optim.SGD(params, lr=1.0)
+
     def update(batches, accumulate):
         """The change one optimizer step makes to every weight (SGD, lr 1: minus the gradient)."""
         torch.manual_seed(1)  # the same initial weights for both
-        module = GPTLightningModule(config, optimizer=partial(torch.optim.SGD, lr=1.0, weight_decay=0.0))
+        module = GPTLightningModule(config, optimizer=sgd)
         before = {k: v.clone() for k, v in module.model.state_dict().items()}
         trainer = L.Trainer(
             accelerator="cpu",

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.model import GPTConfig
+from nanogpt.optimizers import adamw
 from nanogpt.train import train
 
 from .conftest import TINY, run_cli
@@ -75,7 +76,7 @@ def test_overfitting_one_batch_drives_the_loss_under_half():
     x = torch.randint(0, 20, (4, 33))
     batch = (x[:, :-1], x[:, 1:])
 
-    module = GPTLightningModule(config, optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0))
+    module = GPTLightningModule(config, optimizer=partial(adamw, lr=3e-3, weight_decay=0.0))
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=150,

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nanogpt.devices import processes_per_job
-from nanogpt.hf_gpt2 import apply_pretrained_shape
+from nanogpt.hf_gpt2 import SHAPE_FIELDS, apply_pretrained_shape, hydra_value
 from nanogpt.loop import accumulation_for
 from nanogpt.runs.sweep import sweep_strategy
 
@@ -67,6 +67,12 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
             out.model[key] = value
         if init_from is not None:
             out.model.init_from = init_from
+        if facts.pretrained_shape is not None:
+            log.info(
+                "model.init_from=%s: the model's shape is the checkpoint's: %s",
+                init_from,
+                ", ".join(f"{k}={hydra_value(facts.pretrained_shape[k])}" for k in SHAPE_FIELDS),
+            )
         accumulation = derived_accumulation(out)
         if accumulation is not None:
             out.trainer.accumulate_grad_batches = accumulation

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+import yaml
 
+from nanogpt import CONFIG_DIR
 from nanogpt.model import GPT
 
 if TYPE_CHECKING:
@@ -31,21 +32,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# OpenAI's four checkpoints on the Hugging Face hub (under their canonical ids), with their shapes as
-# nanoGPT's GPT.from_pretrained lists them: a config can be checked, and a run resumed, offline.
+# OpenAI's four checkpoints on the Hugging Face hub, under their canonical ids. Their sizes are known
+# without the network, so a config can be checked, and a run resumed, offline: the layers, heads,
+# width and context are those of configs/model/gpt2.yaml, gpt2_medium.yaml, gpt2_large.yaml and
+# gpt2_xl.yaml (the recipes that train the same shapes from scratch), read from there.
 GPT2_HUB_IDS = {
     "gpt2": "openai-community/gpt2",  # 124M parameters
-    "gpt2-medium": "openai-community/gpt2-medium",  # 350M
+    "gpt2-medium": "openai-community/gpt2-medium",  # 355M
     "gpt2-large": "openai-community/gpt2-large",  # 774M
     "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
 }
-GPT2_SHAPES = {
-    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
-    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
-    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
-    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
-}
-GPT2_COMMON = dict(block_size=1024, vocab_size=50257, bias=True, tie_weights=True, gelu_approximate="tanh")
+GPT2_SIZE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
+# What the pretrained checkpoints fix beyond those sizes: GPT-2's biases and tied embeddings, the
+# tokenizer's 50257 tokens unpadded (the recipes pad them to 50304 for faster matmuls), and the tanh
+# GELU that GPT-2 was trained with (the recipes use the exact one).
+GPT2_PRETRAINED = dict(vocab_size=50257, bias=True, tie_weights=True, gelu_approximate="tanh")
 
 # The GPTConfig fields a pretrained checkpoint fixes; dropout stays the user's choice.
 SHAPE_FIELDS = (
@@ -155,25 +156,39 @@ def config_from_hf(hf_config: GPT2Config, source: str) -> dict[str, Any]:
     )
 
 
+def model_recipe(name: str) -> dict[str, Any]:
+    """The fields of ``configs/model/<name>.yaml``, over those of the files its defaults list names."""
+    own = yaml.safe_load((Path(CONFIG_DIR) / "model" / f"{name}.yaml").read_text())
+    defaults = own.pop("defaults", [])  # other files of the model group, in order
+    fields: dict[str, Any] = {}
+    # as Hydra composes them: the file's own values last, unless its list places _self_ elsewhere
+    for entry in defaults if "_self_" in defaults else [*defaults, "_self_"]:
+        fields.update(own if entry == "_self_" else model_recipe(entry))
+    return fields
+
+
 def pretrained_shape(init_from: str) -> dict[str, Any]:
     """The :data:`SHAPE_FIELDS` that checkpoint ``init_from`` fixes, without loading its weights.
 
     A GPT-2 name needs no network (its shape is known); a folder needs only its ``config.json``.
     """
-    if init_from in GPT2_SHAPES:
-        return {**GPT2_SHAPES[init_from], **GPT2_COMMON}
+    if init_from in GPT2_HUB_IDS:
+        recipe = model_recipe(init_from.replace("-", "_"))  # gpt2-medium: configs/model/gpt2_medium.yaml
+        return {**{k: recipe[k] for k in GPT2_SIZE_FIELDS}, **GPT2_PRETRAINED}
     folder = checkpoint_folder(init_from)
     return config_from_hf(import_transformers().AutoConfig.from_pretrained(folder), init_from)
 
 
-def use_pretrained_shape(model_cfg: DictConfig, shape: dict[str, Any]) -> None:
-    """Set ``model_cfg``'s shape fields to the checkpoint's ``shape``; refuse one set otherwise.
+def apply_pretrained_shape(
+    model_fields: dict[str, Any], shape: dict[str, Any], init_from: str
+) -> dict[str, Any]:
+    """A copy of ``model_fields`` with the checkpoint's ``shape``; an error where they disagree.
 
     A field left null (as in ``configs/model/gpt2_pretrained.yaml``) takes the checkpoint's value; a
     value that differs from it would not fit the weights, so the error names the override to drop.
+    The other fields (``dropout``, ``init_from``) are returned as given.
     """
-    init_from = model_cfg.init_from
-    asked = {k: model_cfg.get(k) for k in SHAPE_FIELDS}
+    asked = {k: model_fields.get(k) for k in SHAPE_FIELDS}
     conflicts = {k: v for k, v in asked.items() if v is not None and v != shape[k]}
     if conflicts:
         overrides = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in conflicts.items())
@@ -183,14 +198,7 @@ def use_pretrained_shape(model_cfg: DictConfig, shape: dict[str, Any]) -> None:
             f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
             "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
         )
-    with open_dict(model_cfg):
-        for k in SHAPE_FIELDS:
-            model_cfg[k] = shape[k]
-    log.info(
-        "model.init_from=%s: the model's shape is the checkpoint's: %s",
-        init_from,
-        ", ".join(f"{k}={hydra_value(shape[k])}" for k in SHAPE_FIELDS),
-    )
+    return {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
 
 
 def hydra_value(value: Any) -> str:
@@ -231,21 +239,15 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {k: v.t() if k.endswith(CONV1D_WEIGHTS) else v for k, v in hf_state.items()}
 
 
-def init_from_pretrained(cfg: DictConfig) -> dict[str, torch.Tensor] | None:
-    """Apply ``model.init_from``: ``cfg.model`` takes the checkpoint's shape; return its weights.
+def load_pretrained(init_from: str) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``init_from`` in our keys and layouts, for ``GPT.load_state_dict``.
 
-    The config is checked first, without downloading anything. The weights come in our keys, for
-    ``GPT.load_state_dict``, and are loaded before any data work, so a missing download fails at
-    once. A resumed run (``ckpt_path`` set) gets its weights from its own checkpoint: nothing is
-    downloaded, and ``None`` is returned.
+    They fit a model of :func:`pretrained_shape` (which :func:`apply_pretrained_shape` gives a
+    config). This downloads them, or reads the folder: check the config first, and skip it when
+    resuming, as the run's own checkpoint holds the weights then.
     """
-    init_from = str(cfg.model.init_from)
-    check_gpt2_tokenizer(cfg.data.get("tokenizer"), init_from)
-    shape = pretrained_shape(init_from)
-    use_pretrained_shape(cfg.model, shape)
-    if cfg.get("ckpt_path"):
-        return None
     hf = load_hf_gpt2(init_from)
+    shape = pretrained_shape(init_from)
     assert config_from_hf(hf.config, init_from) == shape, f"{init_from}'s config is not {shape}"
     log.info("model.init_from=%s: starting from its pretrained weights", init_from)
     return state_dict_from_hf(hf.state_dict())
@@ -323,29 +325,3 @@ def write_gpt2_tokenizer(folder: Path, model_max_length: int) -> None:
     transformers = import_transformers()
     tokenizer = transformers.GPT2TokenizerFast.from_pretrained(folder, model_max_length=model_max_length)
     tokenizer.save_pretrained(folder)
-
-
-def apply_pretrained_shape(fields: dict[str, Any], shape: dict[str, Any], init_from: str) -> dict[str, Any]:
-    """``fields`` with the checkpoint's ``shape``; a field set to another value is refused."""
-    conflicts = {k: v for k in SHAPE_FIELDS if (v := fields.get(k)) is not None and v != shape[k]}
-    if conflicts:
-        overrides = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in conflicts.items())
-        has = ", ".join(f"{k}={hydra_value(shape[k])}" for k in conflicts)
-        raise ValueError(
-            f"model.init_from={init_from} fixes the model's shape to the checkpoint's ({has}), but the "
-            f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
-            "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
-        )
-    log.info(
-        "model.init_from=%s: the model's shape is the checkpoint's: %s",
-        init_from,
-        ", ".join(f"{k}={hydra_value(shape[k])}" for k in SHAPE_FIELDS),
-    )
-    return {**fields, **{k: shape[k] for k in SHAPE_FIELDS}}
-
-
-def load_pretrained(init_from: str) -> dict[str, torch.Tensor]:
-    """The weights of checkpoint ``init_from`` in our GPT's keys, for ``GPT.load_state_dict``."""
-    hf = load_hf_gpt2(init_from)
-    log.info("model.init_from=%s: starting from its pretrained weights", init_from)
-    return state_dict_from_hf(hf.state_dict())

@@ -16,7 +16,7 @@ from torchmetrics.text import Perplexity
 from nanogpt.checkpoint import CHECKPOINT_FORMAT
 from nanogpt.loop import is_logging_step
 from nanogpt.metrics.bpc import bpc_per_nat
-from nanogpt.model import GPT, GPTConfig
+from nanogpt.model import GPT, GPTConfig, ParamGroups
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ class GPTLightningModule(L.LightningModule):
     Args:
         model: the model's :class:`GPTConfig` (or its fields as a dict).
         tokenizer: the tokenizer's ``meta()``, kept in the checkpoint so it can be decoded alone.
-        optimizer: builds the optimizer from parameter groups (a Hydra ``_partial_``); its
-            ``weight_decay`` is applied to matrices and embeddings only.
+        optimizer: builds the optimizer from the model's :class:`~nanogpt.model.ParamGroups`: a
+            factory of :mod:`nanogpt.optimizers` as a Hydra ``_partial_``, with its hyperparameters.
         scheduler: builds a per-step LR scheduler from the optimizer, or ``None`` for a constant LR.
         compile: wrap the model in ``torch.compile``.
     """
@@ -37,7 +37,7 @@ class GPTLightningModule(L.LightningModule):
         self,
         model: GPTConfig | dict,
         tokenizer: dict | None = None,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        optimizer: Callable[[ParamGroups], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         compile: bool = False,
     ) -> None:
@@ -134,9 +134,7 @@ class GPTLightningModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured; pass optimizer=adamw (or another optimizer group)")
-        # weight decay goes to the model's matrices and embeddings only (GPT.param_groups)
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.model.configure_optimizers(self.optimizer_factory, weight_decay, self.device.type)
+        optimizer = self.optimizer_factory(self.model.param_groups())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

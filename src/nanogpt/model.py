@@ -139,6 +139,21 @@ class Block(nn.Module):
         return x
 
 
+@dataclass
+class ParamGroups:
+    """A GPT's trainable parameters by what they are, each listed once, in the model's order.
+
+    The model says what its parameters are and the optimizer factory (``nanogpt.optimizers``)
+    decides what each kind gets: AdamW decays the embeddings, matrices and head but not the gains
+    and biases; an optimizer for hidden matrices such as Muon would take only ``matrices``.
+    """
+
+    embeddings: list[nn.Parameter]  # token, then position embedding (the token one is the head when tied)
+    matrices: list[nn.Parameter]  # the blocks' 2-d weights: attention and MLP projections
+    head: list[nn.Parameter]  # the output head, when it is not tied to the token embedding
+    gains_biases: list[nn.Parameter]  # LayerNorm gains and every bias
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -211,34 +226,27 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups: decay matrices and embeddings, never biases or LayerNorm gains.
-
-        The matrices and embeddings are the ones that multiply inputs; shrinking biases and gains
-        only fights the normalisation, so they get no decay.
-        """
-        # Chosen by layer, not by p.dim() >= 2: FSDP (trainer=fsdp) has already flattened every
-        # parameter into a 1-d shard when the optimizer is built, which would leave none decayed.
-        decayed = {id(m.weight) for m in self.modules() if isinstance(m, (nn.Linear, nn.Embedding))}
-        params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once
-        return [
-            {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
-            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
-        ]
-
-    def configure_optimizers(
-        self, optimizer: Callable[..., torch.optim.Optimizer], weight_decay: float, device_type: str
-    ) -> torch.optim.Optimizer:
-        """Build ``optimizer`` over :meth:`param_groups`; training and the benchmarks both use this.
-
-        ``optimizer`` takes the parameter groups and returns the optimizer, e.g.
-        ``functools.partial(torch.optim.AdamW, lr=6e-4, betas=(0.9, 0.95))`` (what the Hydra
-        ``optimizer`` group builds). AdamW gets PyTorch's fused kernel on CUDA.
-        """
-        extra = {}
-        if device_type == "cuda" and getattr(optimizer, "func", optimizer) is torch.optim.AdamW:
-            extra["fused"] = True
-        return optimizer(self.param_groups(weight_decay), **extra)
+    def param_groups(self) -> ParamGroups:
+        """The trainable parameters by what they are (:class:`ParamGroups`), for an optimizer factory."""
+        # By layer, not by p.dim(): FSDP (trainer=fsdp) has already flattened every parameter into a
+        # 1-d shard when the optimizer is built, so a shape no longer tells a matrix from a gain.
+        groups = ParamGroups(embeddings=[], matrices=[], head=[], gains_biases=[])
+        seen = set()  # a tied weight is wte's and lm_head's: listed once, as the embedding it is first
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if id(p) in seen or not p.requires_grad:
+                    continue
+                seen.add(id(p))
+                if name == "bias" or isinstance(module, nn.LayerNorm):
+                    groups.gains_biases.append(p)
+                elif isinstance(module, nn.Embedding):
+                    groups.embeddings.append(p)
+                elif module is self.lm_head:
+                    groups.head.append(p)
+                else:
+                    assert isinstance(module, nn.Linear), f"no group for a {type(module).__name__}'s {name}"
+                    groups.matrices.append(p)
+        return groups
 
     def new_caches(self) -> list[KVCache]:
         """Empty key/value caches, one per layer, each holding up to ``block_size`` tokens."""
