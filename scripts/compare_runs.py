@@ -18,7 +18,6 @@ import csv
 import sys
 from pathlib import Path
 
-
 TIMING = "timing"  # perf/* columns: compared by their steps only
 
 
