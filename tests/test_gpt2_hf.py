@@ -311,3 +311,20 @@ def test_offline_init_from_a_name_with_no_copy_names_the_local_folder_form(text_
     assert "FileNotFoundError: model.init_from=gpt2" in result.stderr
     assert "model.init_from=/path/to/folder, a folder written by save_pretrained" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_finetune_records_the_pretrained_shape_it_trained_with(finetuned_run, tiny_gpt2_dir):
+    # model=gpt2_pretrained leaves the shape null; config.yaml, the loggers and the model all have
+    # the checkpoint's
+    run = finetuned_run["run"]
+    recorded = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    assert finetuned_run["cfg"].model.n_embd is None  # as composed
+    shape = pretrained_shape(str(tiny_gpt2_dir))
+    assert {k: recorded["model"][k] for k in shape} == shape
+    assert recorded["data"]["block_size"] == shape["block_size"] == 64
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    model = {k: v for k, v in recorded["model"].items() if k != "init_from"}
+    assert saved["hyper_parameters"]["model"] == model  # what the model was built with
+    # the loggers: the derived config, with Lightning's own copy of the module's model config over it
+    logged = OmegaConf.to_container(OmegaConf.load(run / "csv" / "hparams.yaml"))
+    assert {k: logged[k] for k in recorded} == {**recorded, "model": model}
