@@ -148,6 +148,15 @@ def test_a_grid_sweep_on_two_processes_gives_every_rank_its_jobs_hyperparameters
         record = json.loads((job / "result.json").read_text())
         assert record["status"] == "completed" and record["step"] == 10
         assert record["best_val_loss"] == pytest.approx(min(ranks[0]["val_loss"]))
+        # config.yaml and the loggers hold the strategy the ranks trained with, not the composed ddp
+        recorded = OmegaConf.load(job / "config.yaml")
+        assert recorded.trainer.strategy == "ddp_spawn" and {r["strategy"] for r in ranks} == {"DDPStrategy"}
+        assert (
+            recorded.optimizer.lr == pytest.approx(lr)
+            and recorded.model.vocab_size == ranks[0]["model"]["vocab_size"]
+        )
+        logged = OmegaConf.load(job / "csv" / "hparams.yaml")
+        assert logged.trainer == recorded.trainer and logged.optimizer == recorded.optimizer
     rows = read_csv(root / "report.csv")
     assert {r["status"] for r in rows} == {"completed"} and all(float(r["best_val_loss"]) > 0 for r in rows)
 
