@@ -192,7 +192,7 @@ def test_ckpt_path_last_resumes_the_newest_run_of_the_experiment(cfg_tiny, tmp_p
     ):
         run("a", 10, "last")
     run("b", 10)
-    with caplog.at_level(logging.INFO, logger="nanogpt.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="nanogpt"):
         metrics = run("c", 20, "last")
     assert (
         "resuming the newest run of tiny" in caplog.text
