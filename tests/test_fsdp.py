@@ -37,6 +37,11 @@ ON_CPU = [
 FSDP_ON_CPU = ["trainer=fsdp", *ON_CPU, f"trainer.strategy._target_={FSDPOnCPU.__module__}.FSDPOnCPU"]
 
 
+def wraps(policy, module: torch.nn.Module) -> bool:
+    """Whether an FSDP wrap policy makes ``module`` its own unit (torch's public policy call)."""
+    return policy(module=module, recurse=False, nonwrapped_numel=0)
+
+
 def test_fsdp_trainer_shards_each_block_with_lightnings_strategy():
     cfg = compose_train(["trainer=fsdp"])
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("gpu", -1, "bf16-mixed")
@@ -44,19 +49,23 @@ def test_fsdp_trainer_shards_each_block_with_lightnings_strategy():
     assert type(strategy) is FSDPStrategy
     assert strategy.sharding_strategy == ShardingStrategy.FULL_SHARD
     policy = strategy.kwargs["auto_wrap_policy"]
-    assert isinstance(policy, ModuleWrapPolicy) and policy._module_classes == {Block}
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16)
+    assert isinstance(policy, ModuleWrapPolicy) and wraps(policy, Block(config))
+    assert not wraps(policy, GPT(config)) and not wraps(policy, torch.nn.LayerNorm(8))
     assert strategy.kwargs["use_orig_params"] is True  # GPT.param_groups sees the model's own parameters
-    assert strategy._state_dict_type == "full"  # one .ckpt file, as nanogpt-sample reads
-    assert strategy._activation_checkpointing_kwargs == {}
+    # one .ckpt file, as nanogpt-sample reads; no activation checkpointing unless asked for
+    assert cfg.trainer.strategy.state_dict_type == "full"
+    assert cfg.trainer.strategy.activation_checkpointing_policy is None
 
 
 def test_activation_checkpointing_takes_the_wrap_policy():
     # the override that configs/trainer/fsdp.yaml gives
     policy = "${trainer.strategy.auto_wrap_policy}"
     cfg = compose_train(["trainer=fsdp", f"trainer.strategy.activation_checkpointing_policy={policy}"])
-    strategy = instantiate(cfg.trainer.strategy)
-    checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
-    assert checkpointed._module_classes == {Block}
+    checkpointed = instantiate(cfg.trainer.strategy.activation_checkpointing_policy)
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=16)
+    assert wraps(checkpointed, Block(config)) and not wraps(checkpointed, GPT(config))
+    assert isinstance(instantiate(cfg.trainer.strategy), FSDPStrategy)
 
 
 def test_lightning_refuses_fsdp_on_cpu_but_the_test_strategy_keeps_the_atomic_checkpoints(tmp_path):
