@@ -1,38 +1,16 @@
-"""Shared fixtures: a fixture text, and a train config composed once and copied per test."""
+"""Shared fixtures: a fixture text, and a train config composed once and copied per test (the plain
+helpers they use are in ``helpers.py``)."""
 
 from __future__ import annotations
 
 import copy
 import os
-import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from nanogpt import CONFIG_DIR
-
-LINES = [
-    "First Citizen: Before we proceed any further, hear me speak.",
-    "All: Speak, speak.",
-    "First Citizen: You are all resolved rather to die than to famish?",
-    "All: Resolved. resolved.",
-    "Second Citizen: Would you proceed especially against Caius Marcius?",
-    "MENENIUS: What work's, my countrymen, in hand? where go you",
-    "With bats and clubs? the matter? speak, I pray you.",
-    "ROMEO: But, soft! what light through yonder window breaks?",
-    "JULIET: O Romeo, Romeo! wherefore art thou Romeo?",
-]
-
-
-def make_text(n_lines: int = 600, seed: int = 0) -> str:
-    """A small learnable corpus: fixed lines in a seeded random order."""
-    rng = random.Random(seed)
-    return "\n".join(rng.choice(LINES) for _ in range(n_lines)) + "\n"
+from .helpers import TINY, compose_train, make_text
 
 
 @pytest.fixture(scope="session")
@@ -49,47 +27,6 @@ def shakespeare_path() -> Path:
     if not value or not Path(value).is_file():
         pytest.skip("set NANOGPT_SHAKESPEARE_PATH=/path/to/tinyshakespeare/input.txt")
     return Path(value)
-
-
-def compose_train(overrides: list[str] | None = None) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [])
-
-
-def run_cli(
-    name: str, args: list[str], cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run one of the package's console scripts (``nanogpt-train``, ...) as a user would."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    exe = Path(sys.executable).with_name(name)
-    return subprocess.run(
-        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-TINY = [
-    "model=gpt_tiny",
-    "trainer=cpu",
-    "trainer.max_steps=40",
-    "trainer.val_check_interval=20",
-    "trainer.log_every_n_steps=1",
-    "data.batch_size=8",
-    "data.eval_batches=2",
-    "scheduler.warmup_steps=5",
-    "optimizer.lr=3e-3",
-]
-
-
-# what configs/hparams_search/shakespeare_optuna.yaml searches over
-SEARCHED_KEYS = {
-    "optimizer.lr",
-    "scheduler.warmup_steps",
-    "optimizer.weight_decay",
-    "model.dropout",
-    "model.n_embd",
-    "model.n_layer",
-}
 
 
 @pytest.fixture(scope="session")

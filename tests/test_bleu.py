@@ -19,8 +19,7 @@ from nanogpt.metrics.chrf import corpus_chrf, sentence_chrf
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
 
-from .conftest import LINES, TINY, compose_train
-from .test_train import column, read_metrics
+from .helpers import LINES, TINY, column, compose_train, read_metrics
 
 BLEU_TINY = [
     "callbacks.bleu.num_prompts=4",

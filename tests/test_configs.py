@@ -18,7 +18,7 @@ from nanogpt.hf_gpt2 import pretrained_shape
 from nanogpt.metrics.bleu import BleuSettings
 from nanogpt.train import train
 
-from .conftest import SEARCHED_KEYS, compose_train
+from .helpers import SEARCHED_KEYS, compose_train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [

@@ -7,7 +7,6 @@ batches: sharding must not change the numbers.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from nanogpt.model import GPT, Block, GPTConfig
 from nanogpt.runs.checkpoints import AtomicCheckpointIO
 from nanogpt.train import instantiate as train_instantiate
 
-from .conftest import TINY, compose_train, run_cli
 from .fsdp_on_cpu import FSDPOnCPU
+from .helpers import TINY, column, compose_train, read_metrics, run_cli
 
 ROOT = str(Path(__file__).resolve().parents[1])  # on PYTHONPATH, so the ranks import tests.fsdp_on_cpu
 ON_CPU = [
@@ -101,11 +100,6 @@ def test_gpt2_model_configs_have_openais_shapes(name, shape, millions):
     assert round(sum(p.numel() for p in gpt.parameters()) / 1e6) == millions
 
 
-def read_metrics(run: Path, key: str) -> list[tuple[int, float]]:
-    with open(run / "csv" / "metrics.csv") as f:
-        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
-
-
 def train_cli(cwd: Path, args: list[str], name: str) -> Path:
     result = run_cli(
         "nanogpt-train", [*TINY, *args, f"name={name}", "paths.root_dir=."], cwd=cwd, env={"PYTHONPATH": ROOT}
@@ -127,11 +121,13 @@ def fsdp_and_ddp(tmp_path_factory, text_path) -> tuple[Path, Path]:
 def test_fsdp_on_two_cpu_ranks_trains_like_ddp(fsdp_and_ddp):
     fsdp, ddp = fsdp_and_ddp
     assert {p.name for p in (fsdp / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    loss = read_metrics(fsdp, "train/loss")
+    loss = column(read_metrics(fsdp), "train/loss")
     assert len(loss) == 10 and loss[-1][1] < loss[0][1] - 0.2
     # the same losses and gradient norms (FSDP combines the ranks' shards) as unsharded training
     for key in ("train/loss", "train/grad_norm", "val/loss"):
-        (steps, sharded), (ddp_steps, plain) = (zip(*read_metrics(r, key), strict=True) for r in (fsdp, ddp))
+        (steps, sharded), (ddp_steps, plain) = (
+            zip(*column(read_metrics(r), key), strict=True) for r in (fsdp, ddp)
+        )
         assert steps == ddp_steps and sharded == pytest.approx(plain, abs=1e-4), key
 
     sharded, plain = (torch.load(r / "checkpoints/last.ckpt", weights_only=True) for r in (fsdp, ddp))
@@ -153,7 +149,7 @@ def test_fsdp_resumes_from_its_run_folder(fsdp_and_ddp, text_path, tmp_path):
     args = [*FSDP_ON_CPU, f"data.path={text_path}", "trainer.max_steps=15", f"ckpt_path={fsdp}"]
     resumed = train_cli(tmp_path, args, "fsdp_resumed")
     assert torch.load(resumed / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 15
-    steps = [s for s, _ in read_metrics(resumed, "train/loss")]
+    steps = [s for s, _ in column(read_metrics(resumed), "train/loss")]
     assert steps == list(range(11, 16))  # it continued from step 10, not from scratch
 
 
@@ -178,7 +174,7 @@ def test_fsdp_on_gpus_trains_resumes_and_samples_on_one_device(tmp_path, text_pa
     args = ["trainer=fsdp", "trainer.max_steps=10", "trainer.val_check_interval=5", f"data.path={text_path}"]
     run = train_cli(tmp_path, args, "fsdp")
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    loss = read_metrics(run, "train/loss")
+    loss = column(read_metrics(run), "train/loss")
     assert loss[-1][1] < loss[0][1] - 0.2
     resumed = train_cli(tmp_path, [*args, "trainer.max_steps=20", f"ckpt_path={run}"], "fsdp_resumed")
     assert torch.load(resumed / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 20

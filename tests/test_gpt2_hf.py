@@ -21,7 +21,7 @@ from nanogpt.hf_gpt2 import apply_pretrained_shape, config_from_hf, load_pretrai
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
 
-from .conftest import TINY, compose_train, run_cli
+from .helpers import TINY, compose_train, run_cli
 
 transformers = pytest.importorskip("transformers")
 

@@ -15,7 +15,7 @@ from omegaconf import open_dict
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.train import train
 
-from .conftest import TINY, compose_train
+from .helpers import TINY, compose_train
 
 pytestmark = pytest.mark.gpu
 

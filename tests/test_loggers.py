@@ -24,7 +24,7 @@ from nanogpt.loggers.wandb import (
 )
 from nanogpt.train import train
 
-from .conftest import TINY, compose_train
+from .helpers import TINY, compose_train
 
 FAKE_KEY = "x" * 40  # the shape of a W&B API key; nothing ever checks it with a server
 

@@ -1,15 +1,12 @@
 """Numbers a researcher can trust: runs end validated, one step convention, the schedule follows the
 run, exact resume, interrupts and crashes that lose little, clear words about the hardware."""
 
-import csv
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
@@ -23,16 +20,11 @@ from nanogpt.checkpoint import read_checkpoint
 from nanogpt.devices import check_trainer_fits_machine
 from nanogpt.train import train
 
-from .conftest import TINY, compose_train, run_cli
-
-
-def metrics_rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "csv" / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+from .helpers import TINY, compose_train, read_metrics, run_cli, start, wait_until
 
 
 def steps_of(run: Path, key: str) -> list[int]:
-    return [int(r["step"]) for r in metrics_rows(run) if r.get(key)]
+    return [int(r["step"]) for r in read_metrics(run) if r.get(key)]
 
 
 def shaped(cfg: DictConfig, **values) -> DictConfig:
@@ -89,7 +81,7 @@ def test_the_progress_bar_shows_the_loss_of_a_step_under_accumulation(cfg_tiny):
         cfg.trainer.enable_progress_bar = True
         cfg.scheduler.warmup_steps = 1
     train(cfg)
-    rows = metrics_rows(Path(cfg.paths.output_dir))
+    rows = read_metrics(Path(cfg.paths.output_dir))
     (logged,) = [float(r["train/loss"]) for r in rows if r.get("train/loss") and int(r["step"]) == 4]
     # Lightning passes the loss divided by accumulate_grad_batches; the bar shows the loss itself
     assert float(KeepBar.bars[-1]._extra["loss"]) == pytest.approx(logged, rel=0.2)
@@ -166,7 +158,7 @@ def test_resume_with_dropout_is_bitwise_equal_to_an_uninterrupted_run(cfg_tiny, 
     train(second)
 
     def losses(run: str) -> dict[str, str]:
-        return {r["step"]: r["train/loss"] for r in metrics_rows(tmp_path / run) if r.get("train/loss")}
+        return {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / run) if r.get("train/loss")}
 
     resumed = {**losses("first"), **losses("second")}
     assert list(resumed) == [str(s) for s in range(1, 41)]
@@ -219,42 +211,19 @@ def cli_args(tmp_path: Path, text_path: Path, *extra: str) -> list[str]:
     ]
 
 
-def start(command: list[str], cwd: Path) -> subprocess.Popen:
-    """Start ``command`` with its output in ``cwd/stdout.txt`` and ``cwd/stderr.txt``: a pipe nobody
-    reads fills up and blocks the child, and Lightning's progress bar writes to stdout without newlines."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    with (cwd / "stdout.txt").open("w") as stdout, (cwd / "stderr.txt").open("w") as stderr:
-        # a shell may start background jobs with SIGINT ignored; the child must see Ctrl-C as a user's would
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=stdout,
-            stderr=stderr,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-
-
 def stderr_of(cwd: Path) -> str:
     return (cwd / "stderr.txt").read_text()
 
 
-def wait_for_output(proc: subprocess.Popen, cwd: Path, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in (cwd / "stdout.txt").read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, f"never printed {text!r}"
-        time.sleep(0.1)
+def wait_for_output(proc: subprocess.Popen, cwd: Path, text: str) -> None:
+    wait_until(lambda: text in (cwd / "stdout.txt").read_text(), f"printing {text!r}", proc)
 
 
-def wait_for_last_ckpt(tmp_path: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = list((tmp_path / "runs" / "sig").glob("*/checkpoints/last.ckpt"))
-        if found:
-            return found[0]
-        assert proc.poll() is None, stderr_of(tmp_path)[-3000:]
-        assert time.monotonic() < deadline, "no last.ckpt appeared"
-        time.sleep(0.2)
+def wait_for_last_ckpt(tmp_path: Path, proc: subprocess.Popen) -> Path:
+    found = wait_until(
+        lambda: list((tmp_path / "runs" / "sig").glob("*/checkpoints/last.ckpt")), "a last.ckpt", proc
+    )
+    return found[0]
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from nanogpt.console import StepProgressBar
 from nanogpt.files import remove_stale_temps
 from nanogpt.train import train
 
-from .conftest import TINY, run_cli
+from .helpers import TINY, run_cli
 
 
 def strict_json(path: Path) -> dict:

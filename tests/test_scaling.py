@@ -25,10 +25,9 @@ from nanogpt.run_dir import Result, RunDir, claim, requeue_checkpoint
 from nanogpt.runs.names import run_name
 from nanogpt.train import matmul_precision, train
 
-from .conftest import TINY, compose_train, run_cli
+from .helpers import TINY, column, compose_train, read_metrics, run_cli
 from .rank_probe import PROBE, read_ranks
 from .rank_probe import ROOT as PROBE_ROOT
-from .test_train import column, read_metrics
 
 # --- the global batch ---
 

@@ -17,8 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from nanogpt import CONFIG_DIR
 from nanogpt.runs.sweep import launches_on_cluster
 
-from .conftest import run_cli
-from .test_sweep import SWEEP, read_csv, sweep, sweep_dirs
+from .helpers import SWEEP, read_csv, run_cli, sweep, sweep_dirs
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 

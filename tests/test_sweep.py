@@ -1,13 +1,11 @@
 """Sweeps: Hydra multirun (grid and Optuna), the sweep report, seed statistics, and their errors."""
 
-import csv
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,38 +26,20 @@ from nanogpt.runs.report import main as report_main
 from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
 from nanogpt.runs.sweep import SweepCallback, sweep_overrides, sweep_strategy
 
-from .conftest import SEARCHED_KEYS, TINY, compose_train, run_cli
+from .helpers import (
+    SEARCHED_KEYS,
+    SWEEP,
+    TINY,
+    compose_train,
+    read_csv,
+    run_cli,
+    start,
+    sweep,
+    sweep_dirs,
+    wait_until,
+)
 from .rank_probe import PROBE, read_ranks
 from .rank_probe import ROOT as PROBE_ROOT
-from .test_loop import start
-
-# the tiny recipe, shortened: a job trains for 10 steps, validates twice and scores BLEU on 4 prompts
-SWEEP = [
-    *TINY,
-    "trainer.max_steps=10",
-    "trainer.val_check_interval=5",
-    "callbacks.bleu.num_prompts=4",
-    "callbacks.bleu.prompt_tokens=16",
-    "callbacks.bleu.continuation_tokens=16",
-    "paths.root_dir=.",
-]
-
-
-def sweep(
-    tmp_path: Path, text_path: Path, *args: str, base: list[str] = SWEEP, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    command = ["-m", *base, f"data.path={text_path}", *args]
-    return run_cli("nanogpt-train", command, cwd=tmp_path, timeout=600, env=env)
-
-
-def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
-    root = tmp_path / "runs" / name
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def assert_png(path: Path) -> None:
@@ -338,14 +318,6 @@ def start_sweep(tmp_path: Path, text_path: Path) -> subprocess.Popen:
     return start([str(Path(sys.executable).with_name("nanogpt-train")), *args], tmp_path)
 
 
-def wait_for(proc: subprocess.Popen, tmp_path: Path, ready, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "signum, when",
@@ -367,9 +339,9 @@ def test_an_interrupted_sweep_exits_non_zero_and_reports_the_jobs_that_never_ran
 
         # "setting up": job 0's record exists and it is building its data and model, most likely not
         # yet in Lightning's fit and its SIGTERM handling; the sweep must end the same either way
-        wait_for(proc, tmp_path, job_started, "job 0 starting")
+        wait_until(job_started, "job 0 starting", proc)
         if when == "training":
-            wait_for(proc, tmp_path, (job / "checkpoints" / "last.ckpt").is_file, "job 0 reaching step 10")
+            wait_until((job / "checkpoints" / "last.ckpt").is_file, "job 0 reaching step 10", proc)
         proc.send_signal(signum)
         proc.wait(timeout=120)
     finally:

@@ -1,4 +1,3 @@
-import csv
 import dataclasses
 import json
 from functools import partial
@@ -15,16 +14,7 @@ from nanogpt.model import GPTConfig
 from nanogpt.optimizers import adamw
 from nanogpt.train import train
 
-from .conftest import TINY, run_cli
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def column(rows, key):
-    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+from .helpers import TINY, column, read_metrics, run_cli
 
 
 def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):

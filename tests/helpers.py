@@ -1,0 +1,160 @@
+"""What many test modules share: the fixture text, the tiny recipe, running the console scripts, reading
+a run's metrics, and waiting on a process. Fixtures live in ``conftest.py``; this is plain functions."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from nanogpt import CONFIG_DIR
+
+LINES = [
+    "First Citizen: Before we proceed any further, hear me speak.",
+    "All: Speak, speak.",
+    "First Citizen: You are all resolved rather to die than to famish?",
+    "All: Resolved. resolved.",
+    "Second Citizen: Would you proceed especially against Caius Marcius?",
+    "MENENIUS: What work's, my countrymen, in hand? where go you",
+    "With bats and clubs? the matter? speak, I pray you.",
+    "ROMEO: But, soft! what light through yonder window breaks?",
+    "JULIET: O Romeo, Romeo! wherefore art thou Romeo?",
+]
+
+
+def make_text(n_lines: int = 600, seed: int = 0) -> str:
+    """A small learnable corpus: fixed lines in a seeded random order."""
+    rng = random.Random(seed)
+    return "\n".join(rng.choice(LINES) for _ in range(n_lines)) + "\n"
+
+
+# a 40-step run of the 2-layer, 32-wide model on the CPU: the recipe of most tests
+TINY = [
+    "model=gpt_tiny",
+    "trainer=cpu",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=8",
+    "data.eval_batches=2",
+    "scheduler.warmup_steps=5",
+    "optimizer.lr=3e-3",
+]
+
+# what configs/hparams_search/shakespeare_optuna.yaml searches over
+SEARCHED_KEYS = {
+    "optimizer.lr",
+    "scheduler.warmup_steps",
+    "optimizer.weight_decay",
+    "model.dropout",
+    "model.n_embd",
+    "model.n_layer",
+}
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    """``configs/train.yaml`` with ``overrides``, as ``nanogpt-train`` composes it (no Hydra section)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides or [])
+
+
+def run_cli(
+    name: str, args: list[str], cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run one of the package's console scripts (``nanogpt-train``, ...) as a user would."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    exe = Path(sys.executable).with_name(name)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(command: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``command`` with its output in ``cwd/stdout.txt`` and ``cwd/stderr.txt``: a pipe nobody
+    reads fills up and blocks the child, and Lightning's progress bar writes to stdout without newlines."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with (cwd / "stdout.txt").open("w") as stdout, (cwd / "stderr.txt").open("w") as stderr:
+        # a shell may start background jobs with SIGINT ignored; the child must see Ctrl-C as a user's would
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    proc.cwd = cwd  # where wait_until finds its stderr.txt
+    return proc
+
+
+def wait_until(
+    ready: Callable[[], object], what: str, proc: subprocess.Popen | None = None, timeout: float = 180
+) -> object:
+    """Poll ``ready()`` until it returns something true, and return that.
+
+    Fails naming ``what`` after ``timeout`` seconds, or at once when ``proc`` has exited (for a
+    process from :func:`start`, with the end of its ``stderr.txt``).
+    """
+    deadline = time.monotonic() + timeout
+    while not (found := ready()):
+        if proc is not None and proc.poll() is not None:
+            stderr = Path(getattr(proc, "cwd", ".")) / "stderr.txt"
+            tail = stderr.read_text()[-3000:] if stderr.is_file() else ""
+            raise AssertionError(f"{what} never happened: the process exited with {proc.returncode}\n{tail}")
+        assert time.monotonic() < deadline, f"{what} never happened in {timeout:.0f} s"
+        time.sleep(0.05)
+    return found
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``csv/metrics.csv``."""
+    with open(run / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every row that logged ``key``."""
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# the tiny recipe, shortened for sweeps: a job trains for 10 steps, validates twice and scores BLEU on
+# 4 prompts
+SWEEP = [
+    *TINY,
+    "trainer.max_steps=10",
+    "trainer.val_check_interval=5",
+    "callbacks.bleu.num_prompts=4",
+    "callbacks.bleu.prompt_tokens=16",
+    "callbacks.bleu.continuation_tokens=16",
+    "paths.root_dir=.",
+]
+
+
+def sweep(
+    tmp_path: Path, text_path: Path, *args: str, base: list[str] = SWEEP, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``nanogpt-train -m`` of the sweep recipe on ``text_path``, in ``tmp_path``."""
+    command = ["-m", *base, f"data.path={text_path}", *args]
+    return run_cli("nanogpt-train", command, cwd=tmp_path, timeout=600, env=env)
+
+
+def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
+    """The sweep folders of experiment ``name`` under ``tmp_path/runs``."""
+    root = tmp_path / "runs" / name
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
