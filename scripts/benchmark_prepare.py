@@ -30,13 +30,24 @@ EXTRA = "Café — naïve “quoted” 日本語 ½\n"
 # argv: mode (prepare | baseline), text, data_dir, tokenizer
 CHILD = """
 import sys
-from nanogpt.data.prepare import prepare_corpus
-from nanogpt.data.tokenizer import GPT2Tokenizer
 mode, text, data_dir, kind = sys.argv[1:]
+try:
+    from nanogpt.data import CorpusConfig, prepare_corpus
+except ImportError:  # a checkout from before CorpusConfig (--src)
+    from nanogpt.data.prepare import prepare_corpus as before
+
+    def prepare():
+        before(data_dir, path=text, tokenizer=kind)
+else:
+    def prepare():
+        options = dict(url=None, md5=None, source=None, text_column="text", split="train", errors="strict")
+        config = CorpusConfig(data_dir, text, **options, num_proc=None, tokenizer=kind, val_fraction=0.1)
+        prepare_corpus(config)
+from nanogpt.data.tokenizer import GPT2Tokenizer
 if kind == "gpt2":
     GPT2Tokenizer()  # tiktoken's tables belong to the baseline
 if mode == "prepare":
-    prepare_corpus(data_dir, path=text, tokenizer=kind)
+    prepare()
 """
 
 

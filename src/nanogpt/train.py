@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         loggers = build_loggers(cfg)
 
         datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
+        datamodule.prepare_data()  # once: the call in fit() is a no-op, the module keeps its corpus
         model_config = dataclasses.replace(model_config, vocab_size=vocab_size or datamodule.vocab_size)
         ckpt_path = cfg.get("ckpt_path")
         if ckpt_path is None and requeued:
@@ -98,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
         module = GPTLightningModule(
             model_config,
-            tokenizer=datamodule.meta["tokenizer"],
+            tokenizer=datamodule.corpus.meta.tokenizer,
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
             compile=cfg.get("compile", False),
