@@ -68,24 +68,23 @@ def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from nanogpt.data import EvalWindows, TrainWindows
-    from nanogpt.data.sources import prepare_data_group
+    from nanogpt.data import CorpusConfig, EvalWindows, TrainWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
     from nanogpt.schedule import warmup_cosine_factor
 
     cfg = compose(overrides)
     d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
     torch.manual_seed(cfg.seed)
-    meta = prepare_data_group(d)
+    corpus = prepare_corpus(CorpusConfig.from_data(d))
     fields = {k: v for k, v in m.items() if k != "vocab_size"}
-    model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
+    model = GPT(GPTConfig(**fields, vocab_size=corpus.vocab_size))
     # the optimizer nanogpt-train builds: the optimizer group's factory over the model's parameter groups
     optimizer = instantiate(o)(model.param_groups())
-    corpus_dir, dtype = Path(meta["corpus_dir"]), meta["dtype"]
+    dtype = corpus.meta.dtype
     train_batches = iter(
-        TrainWindows(corpus_dir / "train.bin", d.block_size, d.batch_size, cfg.seed, dtype=dtype)
+        TrainWindows(corpus.path("train"), d.block_size, d.batch_size, cfg.seed, dtype=dtype)
     )
-    val = EvalWindows(corpus_dir / "val.bin", d.block_size, d.batch_size, d.eval_batches, dtype=dtype)
+    val = EvalWindows(corpus.path("val"), d.block_size, d.batch_size, d.eval_batches, dtype=dtype)
 
     @torch.no_grad()
     def evaluate() -> float:
@@ -159,22 +158,20 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     """Mean cross-entropy over every token of the val split, in non-overlapping windows."""
     import torch
 
-    from nanogpt.data import EvalWindows
-    from nanogpt.data.sources import prepare_data_group
+    from nanogpt.data import CorpusConfig, EvalWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
 
     cfg = compose(overrides)
     d = cfg.data
     # the runs prepared this text already, so this only finds and checks its folder
-    meta = prepare_data_group(d)
+    corpus = prepare_corpus(CorpusConfig.from_data(d))
     fields = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
-    model = GPT(GPTConfig(**fields, vocab_size=meta["tokenizer"]["vocab_size"]))
+    model = GPT(GPTConfig(**fields, vocab_size=corpus.vocab_size))
     model.load_state_dict(state_dict)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        val = Path(meta["corpus_dir"]) / "val.bin"
-        for x, y in EvalWindows(val, cfg.data.block_size, 64, None, dtype=meta["dtype"]):
+        for x, y in EvalWindows(corpus.path("val"), cfg.data.block_size, 64, None, dtype=corpus.meta.dtype):
             _, loss = model(x, y)
             total += loss.item() * y.numel()
             count += y.numel()
@@ -370,7 +367,7 @@ def settings(steps: int, repeats: int, overrides: list[str], keep: Path | None) 
 
 # what the plain loop imports, against what nanogpt-train imports
 PLAIN_IMPORTS = (
-    "import torch, hydra, hydra.utils, nanogpt.data, nanogpt.data.sources, nanogpt.model, nanogpt.schedule"
+    "import torch, hydra, hydra.utils, nanogpt.data, nanogpt.data.windows, nanogpt.model, nanogpt.schedule"
 )
 # the largest parts of nanogpt-train's start-up, and who imports them
 IMPORTED_BY = {

@@ -6,14 +6,14 @@ from one, and the BPE Shakespeare preparation against nanoGPT's ``data/shakespea
     python scripts/benchmark_data.py --nanogpt /path/to/nanoGPT   # adds the nanoGPT comparison
 
 1. A corpus of ``--gb`` GB is written as a folder of 64 MiB text files: Tiny Shakespeare's lines in a
-   seeded random order, with a line of non-ASCII text now and then. ``prepare_source`` runs on it in
+   seeded random order, with a line of non-ASCII text now and then. ``prepare_corpus`` runs on it in
    a fresh process with ``num_proc`` tokenizing processes; the peak RSS is that of the whole process
    tree (the main process plus its workers), sampled every 50 ms from /proc, and of the main process
    alone.
 2. ``nanogpt-train`` (a tiny model) streams batches from the largest prepared corpus; its RSS is read
    at step 10 and at the last step.
 3. Tiny Shakespeare to GPT-2 BPE tokens: nanoGPT's own script (given ``--nanogpt``), ``data=shakespeare_gpt2``
-   (prepare_corpus) and ``data=text`` (prepare_source), each in a fresh process.
+   (``data.path``) and ``data=text`` (``data.source``), each in a fresh process: the same tokens.
 
 Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt and, offline, TIKTOKEN_CACHE_DIR. Linux only (/proc).
 """
@@ -35,14 +35,20 @@ from pathlib import Path
 FILE_BYTES = 64 << 20
 EXTRA = "Café — naïve “quoted” 日本語 ½"
 
-PREPARE = """
+# the corpus options of configs/data/text.yaml, but for those each run sets
+OPTIONS = 'url=None, md5=None, text_column="text", split="train", errors="strict", val_fraction=0.1'
+
+PREPARE = f"""
 import json, sys, time
-from nanogpt.data.sources import prepare_source
+from nanogpt.data import CorpusConfig, prepare_corpus
 data_dir, source, tokenizer, num_proc = sys.argv[1:]
+config = CorpusConfig(
+    data_dir=data_dir, path=None, source=source, tokenizer=tokenizer, num_proc=int(num_proc), {OPTIONS}
+)
 start = time.perf_counter()
-meta = prepare_source(data_dir, source, tokenizer=tokenizer, num_proc=int(num_proc))
-tokens = meta["train_tokens"] + meta["val_tokens"]
-print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens}))
+corpus = prepare_corpus(config)
+tokens = corpus.meta.train_tokens + corpus.meta.val_tokens
+print(json.dumps({{"seconds": time.perf_counter() - start, "tokens": tokens}}))
 """
 
 # a callback that prints the process's RSS at step 10 and at the last step
@@ -173,7 +179,7 @@ def main() -> None:
             rows.append((size, result["tokens"], result["seconds"], peaks))
             if gb != max(args.gb):  # the largest one feeds the training check
                 shutil.rmtree(corpus)
-        print(f"\nprepare_source, tokenizer {args.tokenizer}, num_proc={args.num_proc}; peaks over the run")
+        print(f"\nprepare_corpus, tokenizer {args.tokenizer}, num_proc={args.num_proc}; peaks over the run")
         print(
             "| corpus | tokens | seconds | tokens/s | MiB/s | PSS, all processes | of it anonymous |", end=""
         )
@@ -240,20 +246,16 @@ def shakespeare_check(args: argparse.Namespace, shakespeare: Path, work: Path, e
         seconds = time.perf_counter() - start
         sizes = [(folder / f"{s}.bin").stat().st_size // 2 for s in ("train", "val")]
         print(f"| nanoGPT data/shakespeare/prepare.py | {seconds:.1f} | | {sizes[0]:,} | {sizes[1]:,} |")
-    for name, code in [
-        (
-            "nanogpt data=shakespeare_gpt2",
-            "from nanogpt.data.prepare import prepare_corpus as p; m = p(d, path=s, tokenizer='gpt2')",
-        ),
-        (
-            "nanogpt data=text",
-            "from nanogpt.data.sources import prepare_source as p; m = p(d, s, tokenizer='gpt2')",
-        ),
+    for name, where in [
+        ("nanogpt data=shakespeare_gpt2", "path=s, source=None"),
+        ("nanogpt data=text", "path=None, source=s"),
     ]:
         data_dir = work / f"shakespeare-{len(name)}"
         script = (
-            "import sys, time; d, s = sys.argv[1:]; t = time.perf_counter(); "
-            f"{code}; print(time.perf_counter() - t, m['train_tokens'], m['val_tokens'])"
+            "import sys, time; from nanogpt.data import CorpusConfig, prepare_corpus; d, s = sys.argv[1:]; "
+            f"c = CorpusConfig(data_dir=d, {where}, tokenizer='gpt2', num_proc=None, {OPTIONS}); "
+            "t = time.perf_counter(); m = prepare_corpus(c).meta; "
+            "print(time.perf_counter() - t, m.train_tokens, m.val_tokens)"
         )
         start = time.perf_counter()
         done = subprocess.run(

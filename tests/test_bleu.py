@@ -11,9 +11,8 @@ from omegaconf import open_dict
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from nanogpt.checkpoint import load_checkpoint
-from nanogpt.data import CharTokenizer
-from nanogpt.data.prepare import find_corpus
-from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu, split_tokens
+from nanogpt.data import CharTokenizer, CorpusConfig, find_corpus
+from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu
 from nanogpt.metrics.bleu_callback import BleuCallback
 from nanogpt.metrics.chrf import corpus_chrf, sentence_chrf
 from nanogpt.model import GPT, GPTConfig
@@ -142,11 +141,11 @@ def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(tmp_path, t
     # every second evaluation: the 1st of 2 (steps as metrics.csv counts them: optimizer steps taken)
     assert [s for s, _ in bleu] == [s for s, _ in chrf] == [20]
 
-    meta = find_corpus(cfg.data.data_dir, cfg.data.path)
+    meta = find_corpus(CorpusConfig.from_data(cfg.data)).meta
     loss, bpc = dict(column(rows, "val/loss")), dict(column(rows, "val/bpc"))
     assert set(bpc) == {20, 40}
     # a char model has one token per character, so its bits per character are its loss in bits
-    assert meta["val_tokens"] == meta["val_chars"]
+    assert meta.val_tokens == meta.val_chars
     assert bpc[40] == pytest.approx(loss[40] / np.log(2), rel=1e-4)
     assert metrics["val/bpc"] == pytest.approx(bpc[40], rel=1e-4)
 
@@ -195,7 +194,7 @@ def test_bleu_and_chrf_rise_as_a_tiny_model_learns_the_fixture_text(cfg_tiny):
     untrained = evaluate_bleu(
         GPT(model.config),
         tokenizer,
-        split_tokens(find_corpus(cfg_tiny.data.data_dir, cfg_tiny.data.path)["corpus_dir"]),
+        find_corpus(CorpusConfig.from_data(cfg_tiny.data)).tokens("val"),
         BleuSettings(),
     )
     assert bleu[-1][1] > untrained.bleu + 0.2 and chrf[-1][1] > untrained.chrf + 5.0

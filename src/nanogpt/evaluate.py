@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
 import hydra
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
-from nanogpt.data.sources import prepare_data_group
+from nanogpt.data import CorpusConfig, prepare_corpus
 from nanogpt.data.windows import EvalWindows, check_split_fits
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu, split_tokens
@@ -51,22 +50,21 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     model, tokenizer, hparams = load_checkpoint(path, cfg.device)
 
     # the data group's corpus options; the model decides the window length
-    d = cfg.data
-    meta = prepare_data_group(d)
-    corpus_dir = Path(meta["corpus_dir"])
-    if meta["tokenizer"] != hparams["tokenizer"]:
-        data_kind, ckpt_kind = meta["tokenizer"]["kind"], hparams["tokenizer"]["kind"]
+    corpus = prepare_corpus(CorpusConfig.from_data(cfg.data))
+    corpus_dir = corpus.folder
+    if corpus.meta.tokenizer != hparams["tokenizer"]:
+        data_kind, ckpt_kind = corpus.meta.tokenizer["kind"], hparams["tokenizer"]["kind"]
         raise ValueError(
             f"ckpt_path={path} was trained with another vocabulary ({ckpt_kind}, "
             f"{tokenizer.vocab_size} tokens) than data={corpus_dir} ({data_kind}, "
-            f"{meta['tokenizer']['vocab_size']} tokens); pass the data the model was trained on, "
+            f"{corpus.vocab_size} tokens); pass the data the model was trained on, "
             f"e.g. data=shakespeare_{'gpt2' if ckpt_kind == 'gpt2' else 'char'}"
         )
     block_size = model.config.block_size
-    check_split_fits(meta, "val", block_size)
+    check_split_fits(corpus, "val", block_size)
 
     # non-overlapping windows over the whole split: every token after the first is scored once
-    windows = EvalWindows(corpus_dir / "val.bin", block_size, batch_size, None, dtype=meta["dtype"])
+    windows = EvalWindows(corpus.path("val"), block_size, batch_size, None, dtype=corpus.meta.dtype)
     loss, n_tokens = val_loss(model, windows)
     scores = evaluate_bleu(model, tokenizer, split_tokens(corpus_dir), bleu)
     result = {
@@ -74,7 +72,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
         "val_tokens_scored": n_tokens,
         "loss": loss,
         "ppl": math.exp(loss),
-        "bpc": loss * bpc_per_nat(meta),
+        "bpc": loss * bpc_per_nat(corpus.meta),
         "bleu": scores.bleu,
         "chrf": scores.chrf,
         "bleu_recipe": {

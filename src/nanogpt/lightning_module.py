@@ -57,9 +57,9 @@ class GPTLightningModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         # val/bpc does not depend on the tokenizer, so char and BPE runs share one chart
-        meta = getattr(self.trainer.datamodule, "meta", None)
-        if isinstance(meta, dict):
-            self.bpc_scale = bpc_per_nat(meta)
+        corpus = getattr(self.trainer.datamodule, "corpus", None)
+        if corpus is not None:
+            self.bpc_scale = bpc_per_nat(corpus.meta)
 
     def on_train_start(self) -> None:
         # A resumed run follows the schedule of the new command, which may not be the saved one's

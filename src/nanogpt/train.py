@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import check_resumable
-from nanogpt.data.sources import prepare_data_group
+from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
-from nanogpt.devices import check_trainer_fits_machine, processes_per_job
+from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
@@ -69,12 +69,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return record.complete(trainer)
 
 
-def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, dict, dict | None]:
+# how long the other ranks of a machine wait for local rank 0 to prepare the corpus (a large one
+# takes a while; if rank 0 fails, torchrun and Lightning's launcher stop the others anyway)
+CORPUS_WAIT_S = 3600.0
+
+
+def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, Corpus, dict | None]:
     """What the run needs to know besides its config: the facts :func:`derive` reads, the prepared
     corpus, and the pretrained weights (``model.init_from``, unless the run resumes).
 
     The options are checked before any data work, and a pretrained checkpoint is loaded before it
-    too, so that a missing download fails at once.
+    too, so that a missing download fails at once. The corpus is prepared once per machine: local
+    rank 0 prepares it, and the other ranks (torchrun's, or those Lightning's launcher starts) find
+    the folder it published; the DataModule is handed it, so Lightning's own ``prepare_data`` and
+    ``setup`` read nothing again.
     """
     init_from = cfg.model.get("init_from")
     shape = None
@@ -86,9 +94,13 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
     resume = resume_from(cfg, run, requeued)
     # a resumed run (or a requeued one) has its weights in its own checkpoint
     pretrained = load_pretrained(str(init_from)) if init_from and not (resume or requeued) else None
-    corpus = prepare_data_group(cfg.data)
+    corpus_config = CorpusConfig.from_data(cfg.data)
+    if local_rank() == 0:
+        corpus = prepare_corpus(corpus_config)
+    else:
+        corpus = find_corpus(corpus_config, wait_s=CORPUS_WAIT_S)
     facts = RunFacts(
-        vocab_size=corpus["tokenizer"]["vocab_size"],
+        vocab_size=corpus.vocab_size,
         pretrained_shape=shape,
         sweep_job=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
         launched_outside=processes_start_outside(),
@@ -98,7 +110,7 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
 
 
 def build(
-    cfg: DictConfig, corpus: dict, pretrained: dict | None, requeued: bool
+    cfg: DictConfig, corpus: Corpus, pretrained: dict | None, requeued: bool
 ) -> tuple[L.Trainer, GPTLightningModule, L.LightningDataModule]:
     """The trainer, the model and the data, from the derived config alone."""
     if cfg.get("seed") is not None:
@@ -117,10 +129,10 @@ def build(
         for kept in keep_metrics_before_requeue(RunDir.at(cfg.paths.output_dir)):
             log.info("requeued SLURM job: the metrics logged before the requeue are in %s", kept)
     loggers = build_loggers(cfg)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, corpus=corpus)
     module = GPTLightningModule(
         model_config,
-        tokenizer=corpus["tokenizer"],
+        tokenizer=corpus.meta.tokenizer,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         compile=cfg.get("compile", False),

@@ -4,8 +4,8 @@ Datasets yield whole batches ``(x, y)`` of shape ``(batch_size, block_size)`` wh
 shifted left by one token. Each batch is one fancy-indexed read of the memmap, so the corpus never
 has to fit in RAM and there is no per-sample collate work. Plain PyTorch and NumPy: no Lightning.
 
-``dtype`` is the token files' own, from their ``meta.json`` (``meta["dtype"]``): uint16, or uint32
-for a vocabulary larger than 65,536.
+``dtype`` is the token files' own, from their ``meta.json`` (``corpus.meta.dtype``): uint16, or
+uint32 for a vocabulary larger than 65,536.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from nanogpt.data.corpus import Corpus
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def check_split_fits(meta: dict, split: str, block_size: int) -> None:
-    """Refuse a prepared split (described by its ``meta.json``) too short for one window of ``block_size``."""
-    n = meta[f"{split}_tokens"]
+def check_split_fits(corpus: Corpus, split: str, block_size: int) -> None:
+    """Refuse a prepared split too short for one window of ``block_size``."""
+    n = corpus.num_tokens(split)
     if n < block_size + 1:
         raise ValueError(
-            f"the {split} split of {meta['source']} has {n} tokens, fewer than block_size + 1 = "
+            f"the {split} split of {corpus.meta.source} has {n} tokens, fewer than block_size + 1 = "
             f"{block_size + 1}. Use a longer text or a smaller model.block_size (at most {n - 1})"
         )
 

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from sacrebleu.metrics import BLEU
 
 from nanogpt.data import Tokenizer
-from nanogpt.data.prepare import read_meta
+from nanogpt.data.corpus import Corpus
 from nanogpt.metrics.chrf import chrf_metric, sentence_chrf
 from nanogpt.model import GPT, check_sampling
 from nanogpt.options import positive_int
@@ -92,9 +91,8 @@ class BleuResult:
 
 
 def split_tokens(corpus_dir: str | os.PathLike, split: str = "val") -> np.ndarray:
-    """The token ids of a split of a prepared folder (``meta["corpus_dir"]``), memory-mapped."""
-    dtype = read_meta(corpus_dir)["dtype"]  # also checks the token files against meta.json
-    return np.memmap(Path(corpus_dir) / f"{split}.bin", dtype=dtype, mode="r")
+    """The token ids of a split of a prepared folder (``Corpus.folder``), memory-mapped."""
+    return Corpus.read(corpus_dir).tokens(split)  # checks the token files against meta.json
 
 
 def bleu_prompts(tokens: np.ndarray, settings: BleuSettings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+
+from nanogpt.data.corpus import CorpusMeta
 
 
-def bpc_per_nat(meta: dict[str, Any], split: str = "val") -> float | None:
+def bpc_per_nat(meta: CorpusMeta, split: str = "val") -> float | None:
     """Bits per character per nat of per-token loss on a prepared split: tokens per character / ln 2.
 
-    ``meta`` is the corpus' ``meta.json``; None when it does not count the split's characters.
+    ``meta`` is the corpus' ``meta.json``; None when the split has no characters.
     """
-    chars = meta.get(f"{split}_chars")
+    chars = getattr(meta, f"{split}_chars")
     if not chars:
         return None
-    return meta[f"{split}_tokens"] / chars / math.log(2)
+    return getattr(meta, f"{split}_tokens") / chars / math.log(2)
