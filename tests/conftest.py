@@ -65,6 +65,16 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one thread per pytest-xdist worker, and per process its tests start: the workers already keep
+        # the cores busy, and two threads each would make them wait on each other
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slow`` tests run with NANOGPT_RUN_SLOW=1 (as in CI) or ``-m slow``; ``gpu`` tests need CUDA."""
     import torch

@@ -47,6 +47,7 @@ def test_inspect_run_notebook_reads_a_run_it_is_given(cfg_tiny, monkeypatch):
     assert all(f"--- temperature {t}" in printed(nb) for t in (0.5, 0.8, 1.2))
 
 
+@pytest.mark.slow  # 300 steps of the CPU recipe: the other test of this notebook reads a given run
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
     notebook = fresh_clone("02_inspect_run.ipynb", tmp_path, monkeypatch, shakespeare_path)

@@ -3,7 +3,7 @@
 Every file nanogpt writes for someone else to read (checkpoints, a downloaded text, ``result.json``,
 reports, plots) goes through :func:`write_atomically`: a reader, or a crash mid-write, never sees
 half a file (a prepared token folder is built whole under a temporary name instead; see
-:mod:`nanogpt.data.prepare`). A process killed mid-write (``kill -9``) leaves its temporary file
+:mod:`nanogpt.data.corpus`). A process killed mid-write (``kill -9``) leaves its temporary file
 behind, named with its host and pid, so :func:`remove_stale_temps` can later tell it from a write
 still going on.
 """
