@@ -206,10 +206,13 @@ def test_logger_null_means_no_loggers_and_a_quoted_path_may_hold_spaces_and_non_
     assert job.data.path == str(path)
 
 
-def test_user_errors_print_their_message_first_and_the_traceback_on_request(tmp_path):
-    plain = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path)
+@pytest.mark.parametrize("command", ["nanogpt-sample", "nanogpt-eval"])
+def test_user_errors_print_their_message_first_and_the_traceback_on_request(tmp_path, command):
+    plain = run_cli(command, ["ckpt_path=nope.ckpt"], tmp_path)
     assert plain.returncode == 1
     assert plain.stderr.startswith("FileNotFoundError: ckpt_path=nope.ckpt does not exist")
     assert "Traceback" not in plain.stderr and "HYDRA_FULL_ERROR=1" in plain.stderr
+    if command == "nanogpt-eval":
+        return  # the switch is the same for every command
     full = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert full.returncode == 1 and "Traceback" in full.stderr
