@@ -2,13 +2,17 @@
 
 The data flow, one module (or package) per step::
 
-    text ──data.prepare──> token files ──data.windows──> batches ──data.datamodule──> DataModule
-      ──> model.GPT (plain PyTorch) inside lightning_module (loss, val/ppl, optimizer, schedule)
-      ──> Lightning's Trainer, built by train from the Hydra configs (devices checks them), with callbacks:
-            console (progress, summary), loop (last-step validation, NaN stop), metrics (val/bleu,
-            val/chrf, train/grad_norm), runs.checkpoints (last.ckpt, RNG state), runs.curves (loss.png)
-      ──> checkpoints (written by runs.checkpoints, read by checkpoint), logs (loggers: CSV,
-          TensorBoard, W&B), the run record (runs.record)
+    text ──data (sources -> encode -> corpus, driven by prepare)──> token files ──data.windows──>
+      batches ──data.datamodule──> DataModule
+      ──> model.GPT (plain PyTorch) inside lightning_module (loss, val/ppl, optimizer from
+          optimizers, schedule)
+      ──> Lightning's Trainer, built by train from the config derive fills in (devices checks it),
+          with callbacks: console (progress, summary), loop (last-step validation, NaN stop), metrics
+          (val/bleu, val/chrf, train/grad_norm), runs.checkpoints (last.ckpt, RNG state), runs.curves
+          (loss.png)
+      ──> the run folder (run_dir: its layout and result.json): checkpoints (written by
+          runs.checkpoints, read by checkpoint), logs (loggers: CSV, TensorBoard, W&B), the run
+          record (runs.record)
       ──> sweep reports (runs.sweep after every job of -m, runs.report for nanogpt-report)
 
 ``sample`` and ``evaluate`` read a checkpoint back through ``checkpoint`` without Lightning.
