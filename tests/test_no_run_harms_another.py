@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import itertools
 import json
 import logging
 import os
@@ -13,13 +14,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
 import nanogpt.runs  # noqa: F401  (registers the run_suffix resolver)
-from nanogpt import CONFIG_DIR
+from nanogpt import CONFIG_DIR, console
 from nanogpt.checkpoint import read_checkpoint
 from nanogpt.console import StepProgressBar
 from nanogpt.files import remove_stale_temps
@@ -84,7 +86,9 @@ def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):
     assert live.exists() and elsewhere.exists()
 
 
-def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_step(cfg_tiny, caplog):
+def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_step(
+    cfg_tiny, caplog, monkeypatch
+):
     with open_dict(cfg_tiny):
         cfg_tiny.callbacks.bleu = None
         cfg_tiny.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
@@ -107,11 +111,17 @@ def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_
 
     resume("same", 40)  # the saved run's own decay_steps: its curve goes on
     assert "another learning-rate schedule" not in caplog.text
+    # the bar's clock, made to tick half a second each time the bar reads it (once at the start, once
+    # per refresh), so its rate is exact: no test waits on, or measures, the wall clock
+    ticks = itertools.count()
+    monkeypatch.setattr(console, "time", SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))
     resume("longer", 80)
     assert "resuming at step 20 on another learning-rate schedule" in caplog.text
     bar = KeepBar.bars[-1]
     assert (bar.train_progress_bar.total, bar.train_progress_bar.initial) == (80, 20)
-    assert bar.tokens_per_s > 1000  # counted from the resumed step, not from zero
+    # counted from the resumed step: 60 steps of 8 x 32 tokens in 60 refreshes of 0.5 s (from step 0
+    # it would count 80 steps' tokens, 683 tok/s)
+    assert bar.tokens_per_s == 60 * 8 * 32 / (60 * 0.5) == 512
 
 
 class KeepBar(StepProgressBar):
