@@ -41,6 +41,7 @@ def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
     [
         ('{"status": "completed", "best_val_los": 1.0}', r"unknown keys \['best_val_los'\]"),
         ('{"step": 3}', "has no status"),
+        ('{"status": null}', "has no status"),
         ('{"status": "done"}', "status is 'done', not one of running, completed"),
         ('{"status": "completed", "step": "3"}', "step is '3', not an integer"),
         ('{"status": "completed", "history": {"val/loss": [[1]]}}', "history .* not names mapped to"),

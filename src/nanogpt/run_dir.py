@@ -94,10 +94,6 @@ class RunDir:
         """What ``result.json`` records as the checkpoint folder: ``None`` for the run's own."""
         return None if self.checkpoint_dir == self.path / CHECKPOINTS else str(self.checkpoint_dir)
 
-    def is_run(self) -> bool:
-        """Whether the folder holds a run's record (or, from before records, a checkpoint folder)."""
-        return self.result_file.is_file() or self.checkpoint_dir.is_dir()
-
 
 @dataclass
 class Result:
@@ -141,7 +137,7 @@ class Result:
         unknown = sorted(set(data) - set(_CHECKS))
         if unknown:
             raise ValueError(f"{where} has unknown keys {unknown}; it was not written by this nanogpt")
-        if "status" not in data:
+        if data.get("status") is None:
             raise ValueError(f"{where} has no status")
         for key, value in data.items():
             kind, check = _CHECKS[key]
