@@ -46,7 +46,6 @@ from nanogpt.data import (
 )
 from nanogpt.data import corpus as corpus_module
 from nanogpt.data.sources import Source
-from nanogpt.metrics.bleu import split_tokens
 from nanogpt.run_dir import RunDir
 from nanogpt.train import instantiate, train
 
@@ -336,7 +335,7 @@ def test_a_vocabulary_beyond_uint16_is_stored_as_uint32(tmp_path):
     tok = corpus.tokenizer()
     assert corpus.meta.dtype == "uint32" and tok.vocab_size == len(chars) + 1 > 65_536
     assert corpus.path("train").stat().st_size == corpus.meta.train_tokens * 4
-    val = split_tokens(corpus.folder)
+    val = corpus.tokens("val")
     assert tok.decode(val.tolist()) == text[corpus.meta.train_chars :] and val.max() >= 65_536
     for windows in (
         TrainWindows(corpus.path("train"), 64, 4, seed=0, dtype="uint32"),
@@ -391,7 +390,7 @@ def test_a_damaged_folder_is_refused_naming_the_folder_to_delete(tmp_path, text_
     with pytest.raises(ValueError, match=rf"delete the folder {folder}"):
         datamodule(tmp_path, path=str(text_path), block_size=8, batch_size=2).setup("fit")
     with pytest.raises(ValueError, match=rf"delete the folder {folder}"):
-        split_tokens(corpus.folder)
+        Corpus.read(corpus.folder)
 
 
 KILLED_BEFORE_META = """
@@ -878,6 +877,9 @@ def test_a_file_that_is_not_utf8_is_named_with_its_byte_offset_unless_errors_rep
     assert empty(tmp_path / "data")
     prepared = prepare_corpus(config(tmp_path / "data", **options, errors="replace"))
     assert "\ufffd" in prepared.meta.tokenizer["vocab"]
+    # the replaced text's folder is not the strict one's: strict still refuses the file
+    with pytest.raises(ValueError, match=rf"{bad} is not UTF-8 text"):
+        prepare_corpus(config(tmp_path / "data", **options))
 
 
 def test_a_missing_column_lists_the_columns(tmp_path):

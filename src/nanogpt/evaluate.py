@@ -19,7 +19,7 @@ from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CorpusConfig, prepare_corpus
 from nanogpt.data.windows import EvalWindows, check_split_fits
 from nanogpt.errors import user_errors_in_one_line
-from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu, split_tokens
+from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
@@ -51,12 +51,11 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
 
     # the data group's corpus options; the model decides the window length
     corpus = prepare_corpus(CorpusConfig.from_data(cfg.data))
-    corpus_dir = corpus.folder
     if corpus.meta.tokenizer != hparams["tokenizer"]:
         data_kind, ckpt_kind = corpus.meta.tokenizer["kind"], hparams["tokenizer"]["kind"]
         raise ValueError(
             f"ckpt_path={path} was trained with another vocabulary ({ckpt_kind}, "
-            f"{tokenizer.vocab_size} tokens) than data={corpus_dir} ({data_kind}, "
+            f"{tokenizer.vocab_size} tokens) than data={corpus.folder} ({data_kind}, "
             f"{corpus.vocab_size} tokens); pass the data the model was trained on, "
             f"e.g. data=shakespeare_{'gpt2' if ckpt_kind == 'gpt2' else 'char'}"
         )
@@ -66,7 +65,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     # non-overlapping windows over the whole split: every token after the first is scored once
     windows = EvalWindows(corpus.path("val"), block_size, batch_size, None, dtype=corpus.meta.dtype)
     loss, n_tokens = val_loss(model, windows)
-    scores = evaluate_bleu(model, tokenizer, split_tokens(corpus_dir), bleu)
+    scores = evaluate_bleu(model, tokenizer, corpus.tokens("val"), bleu)
     result = {
         "ckpt_path": str(path),
         "val_tokens_scored": n_tokens,

@@ -94,11 +94,6 @@ class TextDataModule(L.LightningDataModule):
         return self._corpus
 
     @property
-    def corpus_dir(self) -> Path:
-        """The prepared folder: ``train.bin``, ``val.bin`` and ``meta.json``."""
-        return self.corpus.folder
-
-    @property
     def vocab_size(self) -> int:
         return self.corpus.vocab_size
 

@@ -83,7 +83,10 @@ class Source:
         self._file_md5s = [file_md5(path) for path in self.files]
         if self.kind == "text":
             # one file's md5 is its own, so one text file names one folder however it was given
-            return self._file_md5s[0] if len(self.files) == 1 else _md5(*self._file_md5s)
+            checksum = self._file_md5s[0] if len(self.files) == 1 else _md5(*self._file_md5s)
+            # bytes read as U+FFFD make other text than the file's: a folder of its own, so a strict
+            # run never uses the replaced text
+            return _md5(checksum, "errors=replace") if self.errors == "replace" else checksum
         return _md5(self.kind, self.text_column, *self._file_md5s)
 
     def documents(self, scratch: Path | None = None) -> Iterator[Iterator[str]]:

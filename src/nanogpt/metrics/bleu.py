@@ -25,7 +25,6 @@ smoothing is needed. Unsmoothed, the two agree.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +32,6 @@ import torch
 from sacrebleu.metrics import BLEU
 
 from nanogpt.data import Tokenizer
-from nanogpt.data.corpus import Corpus
 from nanogpt.metrics.chrf import chrf_metric, sentence_chrf
 from nanogpt.model import GPT, check_sampling
 from nanogpt.options import positive_int
@@ -88,11 +86,6 @@ class BleuResult:
     samples: list[BleuSample]
     bleu_signature: str  # sacrebleu's, e.g. nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0
     chrf_signature: str
-
-
-def split_tokens(corpus_dir: str | os.PathLike, split: str = "val") -> np.ndarray:
-    """The token ids of a split of a prepared folder (``Corpus.folder``), memory-mapped."""
-    return Corpus.read(corpus_dir).tokens(split)  # checks the token files against meta.json
 
 
 def bleu_prompts(tokens: np.ndarray, settings: BleuSettings) -> tuple[torch.Tensor, torch.Tensor]:

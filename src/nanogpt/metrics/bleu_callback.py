@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from nanogpt.metrics.bleu import BleuSample, BleuSettings, evaluate_bleu, split_tokens
+from nanogpt.metrics.bleu import BleuSample, BleuSettings, evaluate_bleu
 from nanogpt.options import positive_int
 
 
@@ -41,7 +41,8 @@ class BleuCallback(Callback):
             return
         self._evals += 1
         dm = trainer.datamodule
-        if (self._evals - 1) % self.every_n_evals or dm is None or not hasattr(dm, "corpus_dir"):
+        corpus = getattr(dm, "corpus", None)
+        if (self._evals - 1) % self.every_n_evals or corpus is None:
             return  # prompts come from a prepared val split; a bare DataLoader has none
         # Under FSDP (trainer=fsdp) a rank holds a shard of each weight, and generating calls the
         # model outside the FSDP forward that would gather them: gather them all for the while.
@@ -52,7 +53,7 @@ class BleuCallback(Callback):
         )
         # Every rank scores the same prompts the same way, so syncing averages equal values.
         with whole:
-            result = evaluate_bleu(pl_module.model, dm.tokenizer, split_tokens(dm.corpus_dir), self.settings)
+            result = evaluate_bleu(pl_module.model, dm.tokenizer, corpus.tokens("val"), self.settings)
         pl_module.log("val/bleu", result.bleu, batch_size=1, sync_dist=True)
         pl_module.log("val/chrf", result.chrf, batch_size=1, sync_dist=True)
         self._log_samples(trainer, result.samples)
