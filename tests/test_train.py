@@ -279,3 +279,13 @@ def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
 
 def cfg_tiny_text(cfg) -> str:
     return Path(cfg.data.path).read_text()
+
+
+def test_a_checkpoint_callback_with_a_folder_of_its_own_is_refused_naming_the_one_key(cfg_tiny, tmp_path):
+    with open_dict(cfg_tiny):
+        cfg_tiny.callbacks.model_checkpoint.dirpath = str(tmp_path / "elsewhere")
+    with pytest.raises(
+        ValueError, match=r"callbacks.model_checkpoint.dirpath=.*elsewhere.*set paths.checkpoint_dir="
+    ):
+        train(cfg_tiny)
+    assert not Path(cfg_tiny.paths.output_dir).exists()  # refused before anything was written

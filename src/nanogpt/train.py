@@ -180,18 +180,15 @@ def fit(
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
 
-CHECKPOINT_CALLBACKS = ("model_checkpoint", "last_checkpoint", "stop_on_non_finite_loss")
-
-
 def run_dir_of(cfg: DictConfig) -> RunDir:
     """The run's folder, keeping its checkpoints in ``paths.checkpoint_dir``.
 
-    A checkpoint callback given a folder of its own would split the run's checkpoints over two
-    folders, and ``ckpt_path=<run>`` could find only one: refused, naming the one key to set.
+    A callback given a checkpoint folder (``dirpath``) of its own would split the run's checkpoints
+    over two folders, and ``ckpt_path=<run>`` could find only one: refused, naming the key to set.
     """
     run = RunDir.at(cfg.paths.output_dir, cfg.paths.get("checkpoint_dir"))
-    for name in CHECKPOINT_CALLBACKS:
-        dirpath = OmegaConf.select(cfg, f"callbacks.{name}.dirpath")
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        dirpath = callback.get("dirpath") if callback else None
         if dirpath is not None and Path(dirpath) != run.checkpoint_dir:
             raise ValueError(
                 f"callbacks.{name}.dirpath={dirpath} is not the run's checkpoint folder "
