@@ -56,6 +56,12 @@ def test_a_result_json_that_does_not_fit_the_schema_is_refused_naming_what_is_wr
     assert Result.read(tmp_path / "elsewhere") is None  # no record at all is no error
 
 
+def test_a_record_that_does_not_fit_the_schema_is_not_written(tmp_path):
+    with pytest.raises(ValueError, match="the result.json to write: seed is '1337', not an integer"):
+        Result(status="running", seed="1337").write(tmp_path)
+    assert not (tmp_path / "result.json").exists()
+
+
 def test_claiming_a_folder_refuses_another_runs_and_changes_nothing_in_it(tmp_path):
     run = RunDir.at(tmp_path / "run")
     assert claim(run, Result(status="running", pid=1)) is False

@@ -176,8 +176,10 @@ class Result:
         return data
 
     def dumps(self) -> str:
-        """The record as the text of ``result.json``."""
-        return json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n"
+        """The record as the text of ``result.json``, checked against the schema as a reader checks it."""
+        data = self.to_json()
+        Result.from_json(data, f"the {RESULT_FILE} to write")
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
     def write(self, run_dir: str | os.PathLike) -> Path:
         """Write ``<run_dir>/result.json`` whole (never half a file)."""
