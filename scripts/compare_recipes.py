@@ -19,7 +19,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nanogpt.runs.jobs import is_job_folder, read_result
+from nanogpt.run_dir import Result
+from nanogpt.runs.jobs import is_job_folder
 from nanogpt.runs.plots import plot_against_time
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for job in sorted((p for p in args.sweep_dir.iterdir() if is_job_folder(p)), key=lambda p: p.name):
         config = OmegaConf.load(job / "config.yaml")
-        result = read_result(job)
+        result = Result.read(job)
         if result is None or result.status != "completed":
             continue
         recipe = experiment_of(result.overrides, config.name)

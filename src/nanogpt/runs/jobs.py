@@ -1,14 +1,13 @@
 """One job folder of a sweep, as its ``result.json`` describes it (:class:`Job`).
 
-:func:`read_result` is the one place where sweeps and their reports read a run's ``result.json``
-(written by :mod:`nanogpt.runs.record`); :func:`load_job` turns it into a :class:`Job`, and tells a
-job that still runs from one that died without a result.
+:func:`load_job` reads a job's ``result.json`` through its schema (:class:`nanogpt.run_dir.Result`)
+into a :class:`Job`, and tells a job that still runs from one that died without a result; a damaged
+record makes a failed job that says what is wrong.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -23,14 +22,6 @@ from nanogpt.run_dir import RESULT_FILE, Result
 # planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
 UNRUN = ("pending", "never_ran")
 STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
-
-
-def read_result(run_dir: str | os.PathLike) -> Result | None:
-    """The run's ``result.json`` (:class:`~nanogpt.run_dir.Result`), or ``None`` when it has none.
-
-    A damaged one raises the schema's ``ValueError``, naming what is wrong.
-    """
-    return Result.read(run_dir)
 
 
 def is_alive(host: str | None, pid: int | None) -> bool:
@@ -85,7 +76,7 @@ def _read_overrides(job_dir: Path) -> list[str]:
 def load_job(job_dir: Path) -> Job:
     """Read one job folder; a job that left no final result is ``failed`` unless it still runs."""
     try:
-        result = read_result(job_dir)
+        result = Result.read(job_dir)
     except ValueError as err:  # a damaged record: the job is listed, with what is wrong
         return Job(job_dir.name, "failed", _read_overrides(job_dir), error=f"unreadable record: {err}")
     if result is None or (result.status == "running" and not is_alive(result.host, result.pid)):
