@@ -4,6 +4,7 @@ a run's metrics, and waiting on a process. Fixtures live in ``conftest.py``; thi
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -115,6 +116,15 @@ def wait_until(
         assert time.monotonic() < deadline, f"{what} never happened in {timeout:.0f} s"
         time.sleep(0.05)
     return found
+
+
+def strict_json(path: Path) -> dict:
+    """A JSON file that must be strict JSON: ``NaN`` or ``Infinity`` in it fails the test."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{path} is not strict JSON: {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import errno
 import itertools
-import json
 import logging
 import os
 import re
@@ -27,17 +26,7 @@ from nanogpt.console import StepProgressBar
 from nanogpt.files import remove_stale_temps
 from nanogpt.train import train
 
-from .helpers import TINY, run_cli
-
-
-def strict_json(path: Path) -> dict:
-    def refuse(token: str) -> None:
-        raise ValueError(f"{path} is not strict JSON: {token}")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
-
-
-# --- checkpoints ---
+from .helpers import TINY, run_cli, strict_json
 
 
 def test_last_ckpt_holds_the_final_step_even_when_val_loss_never_improves(cfg_tiny):

@@ -1,21 +1,14 @@
 """The run folder's one home: result.json's schema, claiming a folder, which checkpoint ckpt_path means."""
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from nanogpt.run_dir import Result, RunDir, claim, resolve_checkpoint
 
-
-def strict_json(path: Path) -> dict:
-    def refuse(token: str) -> None:
-        raise ValueError(f"{path} is not strict JSON: {token}")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
+from .helpers import strict_json
 
 
 def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
