@@ -38,6 +38,24 @@ def shaped(cfg: DictConfig, **values) -> DictConfig:
 # --- 1. every completed run ends validated, in optimizer steps ---
 
 
+def test_every_step_measurement_follows_the_loggers_one_rule(cfg_tiny):
+    # every log_every_n_steps steps and at the last step, whatever the run's length: the loss, lr,
+    # grad norm, throughput and the loss history all land on the same steps
+    cfg = shaped(
+        cfg_tiny, trainer__max_steps=7, trainer__log_every_n_steps=5, trainer__val_check_interval=100
+    )
+    with open_dict(cfg):
+        cfg.callbacks.bleu = None
+        cfg.scheduler.warmup_steps = 0
+    train(cfg)
+    run = Path(cfg.paths.output_dir)
+    rows = read_metrics(run)
+    for key in ("train/loss", "lr", "train/grad_norm", "perf/train_s"):
+        assert [int(r["step"]) for r in rows if r.get(key)] == [5, 7], key
+    history = json.loads((run / "result.json").read_text())["history"]
+    assert [s for s, _ in history["train/loss"]] == [5, 7]
+
+
 @pytest.mark.parametrize(
     "max_steps,interval,validated",
     [(10, 20, [10]), (30, 20, [20, 30]), (40, 20, [20, 40])],
