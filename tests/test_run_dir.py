@@ -1,14 +1,19 @@
 """The run folder's one home: result.json's schema, claiming a folder, which checkpoint ckpt_path means."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from nanogpt.run_dir import Result, RunDir, claim, resolve_checkpoint
+from nanogpt.run_dir import Result, RunDir, check_free, claim, resolve_checkpoint
+from nanogpt.runs.record import RunFolderGuard
 
-from .helpers import strict_json
+from .helpers import TINY, run_cli, start, strict_json, wait_until
 
 
 def test_result_json_is_strict_and_names_non_finite_values(tmp_path):
@@ -126,3 +131,153 @@ def test_the_tools_that_only_read_runs_import_no_lightning():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_resuming_a_run_killed_in_its_first_save_removes_the_cut_short_file_and_says_so(tmp_path):
+    run = RunDir.at(tmp_path / "run")
+    claim(run, Result(status="running", pid=1))
+    run.checkpoint_dir.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    orphan = run.checkpoint_dir / f".last.ckpt.x1.pid{int(dead.stdout)}.{socket.gethostname()}.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    with pytest.raises(
+        FileNotFoundError, match=rf"without last.ckpt .*removed {orphan.name}, the first save of a run killed"
+    ):
+        resolve_checkpoint(run.path, "last")
+    assert not orphan.exists()
+
+
+def write_run(folder: Path) -> dict[Path, bytes]:
+    """A finished run's folder, as Hydra and the run left it; its files and their contents."""
+    for name, text in [
+        ("result.json", Result(status="completed", best_val_loss=2.0).dumps()),
+        (".hydra/config.yaml", "seed: 1\n"),
+        (".hydra/hydra.yaml", "hydra: {}\n"),
+        (".hydra/overrides.yaml", "- seed=1\n"),
+        ("train.log", "the earlier run's log\n"),
+    ]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_hydra_writes_nothing_into_another_runs_folder_or_outside_the_runs_folder(tmp_path, text_path):
+    old = tmp_path / "runs" / "old"
+    before = write_run(old)
+    args = [*TINY, f"data.path={text_path}"]
+    reused = run_cli("nanogpt-train", [*args, f"hydra.run.dir={old}"], tmp_path)
+    assert reused.returncode == 1
+    assert reused.stderr.startswith(f"FileExistsError: {old} already holds another run's result.json")
+    assert "Traceback" not in reused.stderr
+    # refused before Hydra rewrote its record or appended to the log
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+
+    # a folder Hydra alone has written into (a run that died before its record) is refused too
+    (old / "result.json").unlink()
+    with pytest.raises(FileExistsError, match=r"already holds another run's .hydra and train.log"):
+        check_free(RunDir.at(old), before_hydra=True)
+
+    outside = run_cli("nanogpt-train", [*args, "name=../../escaped"], tmp_path / "runs")
+    assert outside.returncode == 1
+    assert outside.stderr.startswith("ValueError: name=../../escaped would put the run outside paths.log_dir")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_a_run_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
+    guard = RunFolderGuard()
+    config = OmegaConf.create({"name": "x", "paths": {"log_dir": str(tmp_path / "ro")}, "hydra": {}})
+    config.hydra.run = {"dir": str(tmp_path / "ro" / "x" / "now")}
+    config.hydra.sweep = {"dir": str(tmp_path / "ro" / "x" / "multirun")}
+    (tmp_path / "ro").mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: make the folder a file, which nobody can write into
+        (tmp_path / "ro").rmdir()
+        (tmp_path / "ro").write_text("")
+    else:
+        (tmp_path / "ro").chmod(0o500)
+    try:
+        for start in (guard.on_run_start, guard.on_multirun_start):
+            with pytest.raises(
+                SystemExit, match=r"PermissionError: cannot write the run folder .*set paths.log_dir"
+            ):
+                start(config=config)
+        config.name = "/abs"
+        with pytest.raises(SystemExit, match=r"ValueError: name=/abs would put the run outside"):
+            guard.on_run_start(config=config)
+    finally:
+        if (tmp_path / "ro").is_dir():
+            (tmp_path / "ro").chmod(0o700)
+    config.name, config.paths.log_dir = "ok/sub", str(tmp_path / "rw")
+    config.hydra.run.dir = str(tmp_path / "rw" / "ok" / "sub" / "now")
+    guard.on_run_start(config=config)  # a name with / is a sub-folder, and nothing is created
+    assert not (tmp_path / "rw").exists()
+
+
+# a nanogpt-train whose data preparation never ends, to be interrupted there
+PREPARING = """
+import sys, time
+import nanogpt.train
+def preparing(config):
+    print("PREPARING", flush=True)
+    time.sleep(600)
+nanogpt.train.prepare_corpus = preparing
+sys.argv = ["nanogpt-train", *sys.argv[1:]]
+nanogpt.train.cli()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_an_interrupt_while_the_data_is_prepared_is_recorded_and_exits_as_the_shell_expects(
+    tmp_path, text_path, signum
+):
+    args = [*TINY, f"data.path={text_path}", "name=prep"]
+    proc = start([sys.executable, "-c", PREPARING, *args], tmp_path)
+    wait_until(lambda: "PREPARING" in (tmp_path / "stdout.txt").read_text(), "preparation", proc)
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signum  # 143 for SIGTERM (was: killed with no record), 130 for Ctrl-C
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+    (run,) = (tmp_path / "runs" / "prep").iterdir()
+    result = strict_json(run / "result.json")
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    assert (result["status"], result["error"]) == ("interrupted", f"interrupted by {how}")
+    assert "run interrupted before training" in (run / "train.log").read_text()
+
+
+# a nanogpt-train that presses Ctrl-C in the middle of its second validation
+CTRL_C_IN_VALIDATION = """
+import sys
+from nanogpt.lightning_module import GPTLightningModule
+validation_step = GPTLightningModule.validation_step
+def interrupting(self, batch, batch_idx):
+    if self.trainer.global_step == 20 and batch_idx == 1:
+        raise KeyboardInterrupt  # what Python raises on Ctrl-C
+    return validation_step(self, batch, batch_idx)
+GPTLightningModule.validation_step = interrupting
+import nanogpt.train
+sys.argv = ["nanogpt-train", *sys.argv[1:]]
+nanogpt.train.cli()
+"""
+
+
+def test_ctrl_c_in_a_validation_records_the_best_the_console_prints(tmp_path, text_path):
+    args = [
+        *TINY,
+        "trainer.val_check_interval=10",
+        "callbacks.bleu=null",
+        f"data.path={text_path}",
+        "name=val",
+    ]
+    proc = start([sys.executable, "-c", CTRL_C_IN_VALIDATION, *args], tmp_path)
+    proc.wait(timeout=300)
+    assert proc.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
+    (run,) = (tmp_path / "runs" / "val").iterdir()
+    result = strict_json(run / "result.json")
+    assert result["status"] == "interrupted"
+    # the one validation that finished (step 10) is the best, in the record as on the console
+    assert result["best_val_loss"] == dict(result["history"]["val/loss"])[10]
+    assert result["best_ckpt"] == str(run / "checkpoints" / "best.ckpt")
+    assert (
+        f"best val/loss   {result['best_val_loss']:.4f} at step 10" in (tmp_path / "stdout.txt").read_text()
+    )

@@ -600,3 +600,10 @@ def test_a_damaged_record_is_listed_as_failed_naming_what_is_wrong(tmp_path):
     assert jobs["0"].scored and jobs["0"].best_val_loss == 2.0
     assert jobs["1"].status == "failed" and jobs["1"].overrides == ["seed=2"]
     assert "unreadable record" in jobs["1"].error and "step is 'ten', not an integer" in jobs["1"].error
+    # a completed job whose record was cut short (a full disk, a copy interrupted) names the file,
+    # not a killed or out-of-memory job
+    text = fake_job(tmp_path, "2", ["seed=3"], best_val_loss=1.5).joinpath("result.json").read_text()
+    (tmp_path / "2" / "result.json").write_text(text[: len(text) // 2])
+    cut = {j.name: j for j in find_jobs(tmp_path)}["2"]
+    assert cut.status == "failed" and "killed" not in cut.error
+    assert f"{tmp_path / '2' / 'result.json'} is not JSON" in cut.error and "cut short" in cut.error

@@ -19,7 +19,7 @@ tools that only read runs (``nanogpt-sample``, ``nanogpt-eval``, ``nanogpt-repor
   checkpoint folder from its ``result.json``.
 - :class:`Result`: the typed ``result.json``, read and written strictly.
 - :func:`claim`: take a folder for a new run, refuse one that holds another run, or accept it back
-  as the same SLURM job requeued.
+  as the same SLURM job requeued; :func:`check_free` is its check alone, which writes nothing.
 - :func:`resolve_checkpoint`: which file ``ckpt_path`` means (a file, a run folder, or ``last``).
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from nanogpt.files import write_atomically
+from nanogpt.files import remove_stale_temps, write_atomically
 
 CHECKPOINTS = "checkpoints"  # the default checkpoint folder, inside the run folder
 LAST_CKPT = "last.ckpt"  # the newest state: what training resumes from
@@ -43,6 +43,7 @@ BEST_CKPT = "best.ckpt"  # the lowest val/loss: what sampling and evaluation rea
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
+HYDRA_RECORD = ".hydra"  # Hydra's own record of the command: config.yaml, hydra.yaml, overrides.yaml
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkpoint, in the run folder
 
 STATUSES = ("running", "completed", "interrupted", "failed")
@@ -264,25 +265,16 @@ def requeued_job(env: Mapping[str, str] | None = None) -> str | None:
     return job
 
 
-def claim(run: RunDir, first: Result, rank: int = 0, env: Mapping[str, str] | None = None) -> bool:
-    """Take ``run`` for a new run by writing ``first`` as its ``result.json``; return whether it is a requeue.
+def check_free(run: RunDir, env: Mapping[str, str] | None = None, before_hydra: bool = False) -> bool:
+    """Refuse ``run`` when it holds another run; return whether it is this requeued SLURM job's own.
 
-    - A folder that holds another run (its ``result.json``, or files in its checkpoint folder) is
-      refused with a ``FileExistsError``, before anything in it changes.
-    - A requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) comes back to the folder whose
-      ``result.json`` records its job id, and is let in (``True``): it resumes there.
-    - Ranks other than 0 join the folder rank 0 claimed (Lightning's launcher passes it to them)
-      and write nothing.
-
-    The first ``result.json`` is created exclusively, so of two processes given the same folder only
-    one gets it.
+    Nothing is written. A folder holds another run when it has a ``result.json`` or files in its
+    checkpoint folder; ``before_hydra`` (asked before Hydra writes its ``.hydra/`` record and opens
+    ``train.log``) also counts those, and ``config.yaml``, as another run's.
     """
-    if rank != 0:
-        return requeued_job(env) is not None
     job = requeued_job(env)
     existing = _readable(run)
     if job is not None and existing is not None and existing.slurm_job_id == job:
-        first.write(run.path)  # the same job, requeued: its record starts again
         return True
     if existing is not None or run.result_file.exists():
         raise FileExistsError(
@@ -296,6 +288,33 @@ def claim(run: RunDir, first: Result, rank: int = 0, env: Mapping[str, str] | No
             "overwrite. Use a new output folder (every run gets one unless hydra.run.dir or "
             "paths.checkpoint_dir is set), or continue that run with ckpt_path=<its checkpoint>"
         )
+    records = [run.path / name for name in (HYDRA_RECORD, LOG_FILE, CONFIG_FILE)]
+    if before_hydra and (found := [p.name for p in records if p.exists()]):
+        raise FileExistsError(
+            f"{run.path} already holds another run's {' and '.join(found)}; a run never writes into "
+            "another's folder. Leave hydra.run.dir unset (each run gets a new folder), or choose a new one"
+        )
+    return False
+
+
+def claim(run: RunDir, first: Result, rank: int = 0, env: Mapping[str, str] | None = None) -> bool:
+    """Take ``run`` for a new run by writing ``first`` as its ``result.json``; return whether it is a requeue.
+
+    - A folder that holds another run is refused with a ``FileExistsError`` (:func:`check_free`),
+      before anything in it changes.
+    - A requeued SLURM job (``SLURM_RESTART_COUNT`` > 0) comes back to the folder whose
+      ``result.json`` records its job id, and is let in (``True``): it resumes there.
+    - Ranks other than 0 join the folder rank 0 claimed (Lightning's launcher passes it to them)
+      and write nothing.
+
+    The first ``result.json`` is created exclusively, so of two processes given the same folder only
+    one gets it.
+    """
+    if rank != 0:
+        return requeued_job(env) is not None
+    if check_free(run, env):
+        first.write(run.path)  # the same job, requeued: its record starts again
+        return True
     run.path.mkdir(parents=True, exist_ok=True)
     # written whole beside its name, then linked to it: a link fails when the name exists, so of two
     # processes claiming one folder at once exactly one succeeds, and no reader sees half a file
@@ -371,9 +390,17 @@ def resolve_checkpoint(
         run = RunDir.open(path)
         file = run.last if which == "last" else run.best
         if not file.is_file():
+            # a run killed (kill -9) in its first save left only that save's temporary file
+            removed = remove_stale_temps(run.checkpoint_dir) if run.checkpoint_dir.is_dir() else []
+            killed = (
+                f"; removed {', '.join(p.name for p in removed)}, the first save of a run killed while "
+                "writing it: that run saved no checkpoint, start it again"
+                if removed
+                else ""
+            )
             raise FileNotFoundError(
-                f"ckpt_path={ckpt_path} is a folder without {file.name} (looked in {run.checkpoint_dir}); "
-                "pass a run folder written by nanogpt-train or a .ckpt file"
+                f"ckpt_path={ckpt_path} is a folder without {file.name} (looked in "
+                f"{run.checkpoint_dir}){killed}; pass a run folder written by nanogpt-train or a .ckpt file"
             )
         return file
     if not path.is_file():

@@ -33,7 +33,7 @@ from nanogpt.loggers import build_loggers
 from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
-from nanogpt.runs.record import RunRecord, interrupted_by
+from nanogpt.runs.record import RunRecord, interrupted_by, sigterm_raises
 from nanogpt.runs.sweep import processes_start_outside
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     run = run_dir_of(cfg)
     with RunRecord(run, cfg.get("name"), cfg.get("seed")) as record:
-        facts, corpus, pretrained = find_facts(cfg, run, record.requeued)
-        cfg = derive(cfg, facts)
-        record.save_config(cfg)
-        trainer, module, datamodule = build(cfg, corpus, pretrained, record.requeued)
+        with sigterm_raises():  # until fit, whose SIGTERM handling is Lightning's
+            facts, corpus, pretrained = find_facts(cfg, run, record.requeued)
+            cfg = derive(cfg, facts)
+            record.save_config(cfg)
+            trainer, module, datamodule = build(cfg, corpus, pretrained, record.requeued)
         record.watch(trainer)
         fit(cfg, trainer, module, datamodule, record.requeued)
         return record.complete(trainer)
@@ -99,6 +100,13 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
         corpus = prepare_corpus(corpus_config)
     else:
         corpus = find_corpus(corpus_config, wait_s=CORPUS_WAIT_S)
+    vocab_size = cfg.model.get("vocab_size") if shape is None else None
+    if vocab_size is not None and vocab_size < corpus.vocab_size:
+        raise ValueError(
+            f"model.vocab_size={vocab_size} is smaller than the data's vocabulary ({corpus.vocab_size} "
+            f"tokens in {corpus.folder}); leave model.vocab_size=null to take the data's, or set it to at "
+            f"least {corpus.vocab_size} (a multiple of 64 is faster on a GPU)"
+        )
     facts = RunFacts(
         vocab_size=corpus.vocab_size,
         pretrained_shape=shape,
@@ -229,9 +237,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with user_errors_in_one_line(log_file=f"{cfg.paths.output_dir}/train.log"):
             metrics = train(cfg)
-    except SystemExit as exit:
-        # An interrupted run exits as the shell expects (130 for Ctrl-C, 143 for SIGTERM); Lightning's
-        # SIGTERMException is a SystemExit without a code, which would exit 0
+    except (SystemExit, KeyboardInterrupt) as exit:
+        # An interrupted run exits as the shell expects (130 for Ctrl-C, 143 for SIGTERM), and its
+        # record has said so: no traceback. Lightning's SIGTERMException is a SystemExit without a
+        # code, which would exit 0; a Ctrl-C before fit is a KeyboardInterrupt.
         signum = interrupted_by(exit)
         if signum is not None:
             sys.exit(128 + signum)

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from nanogpt.files import pid_alive
-from nanogpt.run_dir import RESULT_FILE, Result
+from nanogpt.run_dir import HYDRA_RECORD, RESULT_FILE, Result
 
 # planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
 UNRUN = ("pending", "never_ran")
@@ -67,7 +67,7 @@ def natural_key(name: str) -> list[Any]:
 
 
 def _read_overrides(job_dir: Path) -> list[str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
+    path = job_dir / HYDRA_RECORD / "overrides.yaml"
     if not path.is_file():
         return []
     return [str(o) for o in OmegaConf.load(path)]
@@ -107,5 +107,5 @@ def load_job(job_dir: Path) -> Job:
 def is_job_folder(path: Path) -> bool:
     """A sub-folder of a sweep holding ``result.json`` or Hydra's ``.hydra/overrides.yaml``."""
     return path.is_dir() and (
-        (path / RESULT_FILE).is_file() or (path / ".hydra" / "overrides.yaml").is_file()
+        (path / RESULT_FILE).is_file() or (path / HYDRA_RECORD / "overrides.yaml").is_file()
     )

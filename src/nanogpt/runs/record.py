@@ -21,20 +21,24 @@ import shlex
 import signal
 import socket
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
+from pathlib import Path
+from types import FrameType, TracebackType
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.files import write_atomically
-from nanogpt.run_dir import Result, RunDir, claim
+from nanogpt.run_dir import Result, RunDir, check_free, claim
 from nanogpt.runs.curves import LossCurves
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,90 @@ def interrupted_by(error: BaseException | None) -> signal.Signals | None:
     ):
         return signal.SIGINT
     return None
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises Lightning's ``SIGTERMException`` in the main thread.
+
+    Python's default for SIGTERM ends the process at once: a run set up its data and model (which
+    can take minutes) would leave ``running`` in its record and its tokenizer's worker processes
+    behind. Raised instead, it unwinds like Ctrl-C: the workers are stopped, the record says
+    ``interrupted by SIGTERM`` and the command exits 143. Inside ``fit`` Lightning's own handling
+    takes over (it stops at the end of a step), so the block ends before it.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SIGTERMException(128 + signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: SIGTERM keeps what it had
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class RunFolderGuard(Callback):
+    """A Hydra callback that checks a run's folder before Hydra writes anything into it.
+
+    Hydra makes the run folder, opens its ``train.log`` and writes its ``.hydra/`` record before the
+    task function starts, so :func:`~nanogpt.run_dir.claim` alone would refuse another run's folder
+    (``hydra.run.dir=<an existing run>``) only after its Hydra record was rewritten. Before that:
+
+    - a ``name`` that would put the run outside ``paths.log_dir`` (``name=../../x``) is refused;
+    - a folder that holds another run is refused (a requeued SLURM job's own is let in);
+    - a folder that cannot be made or written (a read-only ``paths.log_dir``) is named.
+
+    Each refusal is one line and exit code 1; a callback's exception would only be a warning to Hydra.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if rank_zero_only.rank != 0:
+            return  # the other ranks join the folder rank 0 checked (and by now claimed)
+        self._check(config, lambda: Path(config.hydra.run.dir), check_run=True)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, lambda: Path(config.hydra.sweep.dir), check_run=False)
+
+    @staticmethod
+    def _check(config: DictConfig, folder_of: Callable[[], Path], check_run: bool) -> None:
+        try:
+            check_name(config.get("name"), config.paths.log_dir)
+            folder = folder_of()
+            writable_folder(folder)
+            if check_run:
+                check_free(RunDir.at(folder), before_hydra=True)
+        except (ValueError, OSError) as err:
+            raise SystemExit(f"{type(err).__name__}: {err}") from None
+
+
+def check_name(name: Any, log_dir: str) -> None:
+    """Refuse a run ``name`` that is not a folder path inside ``paths.log_dir``."""
+    if name is None:
+        return
+    parts = Path(str(name)).parts
+    if not parts or Path(str(name)).is_absolute() or ".." in parts:
+        raise ValueError(
+            f"name={name} would put the run outside paths.log_dir={log_dir}; a name is a folder inside "
+            "it (it may hold /, not .. or a leading /): pass e.g. name=ablation/rope, or set paths.log_dir"
+        )
+
+
+def writable_folder(folder: Path) -> None:
+    """A ``PermissionError`` naming ``folder``, and the fix, when it (or the folder Hydra would make
+    it in) cannot be written; nothing is created."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"cannot write the run folder {folder}: {existing} is not a folder you can write; set "
+            "paths.log_dir to one you can (or hydra.run.dir / hydra.sweep.dir)"
+        )
 
 
 class RunRecord:
@@ -110,15 +198,21 @@ class RunRecord:
         self._recover_spawned_ranks(trainer)
         metrics: dict[str, Any] = {k: v.item() for k, v in trainer.callback_metrics.items()}
         metrics["step"] = max(trainer.global_step, self.spawned_step)
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
-            metrics["best_val_loss"] = checkpoint.best_model_score.item()
-            metrics["best_ckpt"] = checkpoint.best_model_path
+        self._take_best(trainer)
+        if self.result.best_val_loss is not None:
+            metrics["best_val_loss"] = self.result.best_val_loss
+            metrics["best_ckpt"] = self.result.best_ckpt
         self.result.status = "completed"
-        self.result.best_val_loss = metrics.get("best_val_loss")
-        self.result.best_ckpt = metrics.get("best_ckpt")
         self.result.metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         return metrics
+
+    def _take_best(self, trainer: L.Trainer) -> None:
+        """The best val/loss and its checkpoint, as ``best.ckpt``'s callback ranks them; a run that
+        stops early (Ctrl-C in a validation, a failure) keeps the best it saved."""
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
+            self.result.best_val_loss = checkpoint.best_model_score.item()
+            self.result.best_ckpt = checkpoint.best_model_path
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
@@ -133,6 +227,7 @@ class RunRecord:
         if self.trainer is not None and error is not None:
             try:
                 self._recover_spawned_ranks(self.trainer)
+                self._take_best(self.trainer)
             except Exception as err:  # the record of a failure must not fail
                 log.warning("could not read the state of the run's ranks from its last.ckpt: %s", err)
         if self.run.last.is_file():
@@ -153,10 +248,11 @@ class RunRecord:
         lines = [f"run {result.status} {where} after {result.wall_time_s:.0f} s: {run.path}"]
         if result.error:
             lines.append(f"  error           {result.error}")
-        val = [(s, v) for s, v in result.history.get("val/loss", []) if v is not None and math.isfinite(v)]
-        if val:
-            best_step, best = min(val, key=lambda p: p[1])
-            lines.append(f"  best val/loss   {best:.4f} at step {best_step}")
+        # the best of result.json, so the console and the record never disagree
+        best = result.best_val_loss
+        if best is not None and math.isfinite(best):
+            steps = [s for s, v in result.history.get("val/loss", []) if v == best]
+            lines.append(f"  best val/loss   {best:.4f}" + (f" at step {steps[0]}" if steps else ""))
         for path, what in [(run.best, "lowest val/loss"), (run.last, "newest state")]:
             if path.is_file():
                 lines.append(f"  {what:<15} {path}")
