@@ -607,3 +607,22 @@ def test_a_damaged_record_is_listed_as_failed_naming_what_is_wrong(tmp_path):
     cut = {j.name: j for j in find_jobs(tmp_path)}["2"]
     assert cut.status == "failed" and "killed" not in cut.error
     assert f"{tmp_path / '2' / 'result.json'} is not JSON" in cut.error and "cut short" in cut.error
+
+
+def test_a_grid_rerun_in_an_earlier_sweeps_folder_is_refused_before_hydra_writes_into_its_jobs(tmp_path):
+    from nanogpt.runs.sweep import check_grid_folders_free
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        config = compose(config_name="train", return_hydra_config=True)
+        with open_dict(config):
+            config.hydra.overrides.task = ["seed=1,2"]
+            config.hydra.sweep.dir = str(tmp_path)
+        fake_job(tmp_path, "5", ["seed=9"])  # an Optuna trial's number, say: not one of this grid's
+        check_grid_folders_free(config)
+        job = fake_job(tmp_path, "1", ["seed=2"])
+        before = {p: p.read_bytes() for p in job.rglob("*") if p.is_file()}
+        with pytest.raises(SystemExit, match=rf"Error: {tmp_path} already holds the job folders 1 of"):
+            SweepCallback().on_multirun_start(config)
+    assert {p: p.read_bytes() for p in job.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "sweep.json").exists()  # refused before the plan was written

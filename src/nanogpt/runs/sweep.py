@@ -50,7 +50,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.devices import processes_per_job
-from nanogpt.run_dir import Result
+from nanogpt.run_dir import Result, RunDir, check_free
 from nanogpt.runs.plan import PLAN_FILE, Plan, plan_sweep
 from nanogpt.runs.report import write_report
 
@@ -183,6 +183,33 @@ def check_sweep(config: DictConfig) -> DictConfig:
     return first_job
 
 
+def check_grid_folders_free(config: DictConfig) -> None:
+    """Refuse a grid whose job folders (``0``, ``1``, ...) already hold an earlier sweep's runs.
+
+    Hydra numbers a grid's jobs from 0 in every command, and writes each job's ``.hydra/`` record
+    before the job could refuse the folder: a grid re-run in the same ``hydra.sweep.dir`` would
+    rewrite the earlier jobs' records. (Optuna numbers a continued study's trials after the earlier
+    ones, so continuing a study in its folder is fine.)
+    """
+    plan = plan_sweep(config, sweep_overrides(config))
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    if plan is None or plan.jobs is None or subdir != "${hydra.job.num}":
+        return
+    sweep_dir = Path(config.hydra.sweep.dir)
+    taken = []
+    for number in range(len(plan.jobs)):
+        try:
+            check_free(RunDir.at(sweep_dir / str(number)), before_hydra=True)
+        except FileExistsError:
+            taken.append(str(number))
+    if taken:
+        raise FileExistsError(
+            f"{sweep_dir} already holds the job folders {', '.join(taken)} of an earlier sweep, which this "
+            "grid's jobs would write into; leave hydra.sweep.dir unset (each sweep gets a new folder), "
+            "or choose a new one"
+        )
+
+
 class SweepCallback(Callback):
     """Check a multirun before it starts; write its report after every job and when it ends.
 
@@ -201,7 +228,8 @@ class SweepCallback(Callback):
             # a job launched on a cluster (submitit) gets its ranks from SLURM, not from this process
             if "trainer" in job and not launches_on_cluster(config):
                 sweep_strategy(job.trainer)
-        except (HydraException, ValueError) as err:
+            check_grid_folders_free(config)
+        except (HydraException, ValueError, FileExistsError) as err:
             # Hydra turns a callback's exception into a warning and carries on, which would start
             # the sweep anyway; exiting is the one way to stop it before its first job.
             raise SystemExit(f"Error: {err}\n(checked before the first job; nothing was run)") from None
