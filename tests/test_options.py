@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from nanogpt import CONFIG_DIR
 from nanogpt.options import check_options
 from nanogpt.schedule import warmup_cosine_factor
+from nanogpt.train import train
 
-from .helpers import TINY, compose_train
+from .helpers import TINY, compose_train, run_cli, strict_json
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [
@@ -175,3 +177,25 @@ def test_full_length_recipes_keep_their_learning_rate_curve(name, caplog):
         for i in range(cfg.trainer.max_steps)
     ]
     assert not caplog.records
+
+
+def test_a_bad_option_fails_the_command_in_one_line_before_any_data_work(tmp_path, text_path):
+    args = [*TINY, "trainer.val_check_interval=0", f"data.path={text_path}", "name=bad"]
+    failed = run_cli("nanogpt-train", args, tmp_path)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith(
+        "ValueError: trainer.val_check_interval must be a positive integer, got 0; "
+        "set trainer.val_check_interval=..."
+    )
+    assert "Traceback" not in failed.stderr
+    assert not (tmp_path / "data").exists()  # refused before the corpus was prepared
+
+
+def test_a_model_vocabulary_smaller_than_the_datas_is_refused_naming_both(cfg_tiny):
+    with open_dict(cfg_tiny):
+        cfg_tiny.model.vocab_size = 10
+    with pytest.raises(
+        ValueError, match=r"model.vocab_size=10 is smaller than the data's vocabulary \(\d+ tokens"
+    ):
+        train(cfg_tiny)
+    assert strict_json(Path(cfg_tiny.paths.output_dir) / "result.json")["status"] == "failed"

@@ -32,6 +32,7 @@ from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loggers import build_loggers
 from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
+from nanogpt.options import check_options
 from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
 from nanogpt.runs.record import RunRecord, interrupted_by, sigterm_raises
 from nanogpt.runs.sweep import processes_start_outside
@@ -85,6 +86,7 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
     the folder it published; the DataModule is handed it, so Lightning's own ``prepare_data`` and
     ``setup`` read nothing again.
     """
+    check_options(cfg)
     init_from = cfg.model.get("init_from")
     shape = None
     if init_from:
