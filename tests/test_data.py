@@ -143,7 +143,7 @@ def test_tiny_shakespeare_prepares_to_nanogpts_split_byte_for_byte(
         monkeypatch.setattr(sources, "CHUNK_BYTES", 4096)
     corpus = prepare_corpus(config(tmp_path, path=str(shakespeare_path), tokenizer=kind))
     vocab, train_tokens, val_tokens, train_md5, val_md5 = SHAKESPEARE[kind]
-    assert corpus.folder == tmp_path / f"{kind}-6fb458f12320-val0.1-v3"
+    assert corpus.folder == tmp_path / f"{kind}-6fb458f12320-val0.1-v{corpus_module.FORMAT_VERSION}"
     assert corpus.vocab_size == vocab and corpus.meta.dtype == "uint16"
     assert (corpus.meta.train_tokens, corpus.meta.val_tokens) == (train_tokens, val_tokens)
     assert (corpus.meta.train_chars, corpus.meta.val_chars) == (1_003_854, 111_540)
@@ -366,6 +366,16 @@ def damage(corpus: Corpus, how: str) -> None:
         meta_path.write_text(json.dumps({**fields, "corpus_dir": str(corpus.folder)}))
     elif how == "meta.json has a wrong type":
         meta_path.write_text(json.dumps({**fields, "train_tokens": str(fields["train_tokens"])}))
+    elif how == "meta.json's vocabulary permuted":  # issue 21: valid JSON, it trained the wrong mapping
+        vocab = fields["tokenizer"]["vocab"]
+        fields["tokenizer"]["vocab"] = vocab[1:] + vocab[:1]
+        meta_path.write_text(json.dumps(fields, indent=1))
+    elif how == "a byte of train.bin flipped beyond the vocabulary":  # issue 21: an IndexError mid-run
+        with open(corpus.path("train"), "r+b") as f:
+            f.seek(2 * 5 + 1)  # the high byte of token 5, a little-endian uint16
+            byte = f.read(1)[0]
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte ^ 0x40]))
 
 
 DAMAGE = {
@@ -375,6 +385,10 @@ DAMAGE = {
     "meta.json lacks a key": "meta.json lacks dtype",
     "meta.json has an unknown key": "meta.json has unknown keys corpus_dir",
     "meta.json has a wrong type": r"meta.json's train_tokens is '\d+'; expected int",
+    "meta.json's vocabulary permuted": "meta.json does not match its digest: it was changed after",
+    "a byte of train.bin flipped beyond the vocabulary": (
+        r"train.bin holds the token id 16\d\d\d at token 5, beyond the vocabulary of \d\d tokens in meta.json"
+    ),
 }
 
 
