@@ -436,6 +436,115 @@ def test_a_preparation_killed_before_meta_json_leaves_nothing_that_is_used(tmp_p
     assert corpus.meta.train_tokens + corpus.meta.val_tokens == len(text_path.read_text())
 
 
+INTERRUPTED = """
+import json, os, signal, sys, time
+from pathlib import Path
+from nanogpt.data import CorpusConfig, encode, prepare_corpus
+options, data_dir, text, busy = sys.argv[1:]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started in the background
+encode.PROCESS_CHARS, encode.BATCH_CHARS = 1000, 512  # worker processes for this small text
+
+encode_batch = encode._Encoder.__call__
+
+def first_batch_slow(self, batch):  # in a worker: the first batch takes long, so the other worker
+    Path(busy, str(os.getpid())).touch()  # soon waits for tasks, as the parent waits for the first
+    try:
+        os.close(os.open(busy + ".first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return encode_batch(self, batch)
+    time.sleep(600)
+
+encode._Encoder.__call__ = first_batch_slow
+
+class SIGTERMException(SystemExit):  # Lightning's, which train's SIGTERM handler raises
+    pass
+
+def terminated(*args):
+    raise SIGTERMException
+
+signal.signal(signal.SIGTERM, terminated)
+
+def children():  # this process's, running or not yet reaped
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError):  # gone meanwhile
+            pass
+    return pids
+
+try:
+    prepare_corpus(CorpusConfig(**{**json.loads(options), "num_proc": 2}, data_dir=data_dir, path=text))
+except BaseException as err:
+    print(json.dumps({"raised": type(err).__name__, "children": children()}), flush=True)
+    sys.exit(130 if isinstance(err, KeyboardInterrupt) else 143)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs; a zombie (dead, waiting for its parent to reap it) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def start_busy_preparation(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A child process preparing a text with two worker processes, once both are busy; and their pids."""
+    text, busy, data_dir = tmp_path / "input.txt", tmp_path / "busy", tmp_path / "data"
+    text.write_text(make_text(100))
+    busy.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, options_json(data_dir), str(data_dir), str(text), str(busy)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+    deadline = time.monotonic() + 120
+    while len(list(busy.iterdir())) < 2:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.05)
+    return child, [int(p.name) for p in busy.iterdir()]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process table in /proc")
+@pytest.mark.parametrize(
+    ("how", "raised", "code"),
+    [("Ctrl-C", "KeyboardInterrupt", 130), ("SIGTERM", "SIGTERMException", 143)],
+)
+def test_an_interrupted_preparation_stops_its_workers_quietly_and_keeps_nothing(tmp_path, how, raised, code):
+    # issue 21: Ctrl-C exited 1 with ~125 lines of the workers' tracebacks and "TimeoutError: ", and
+    # after SIGTERM three workers were still alive 31 minutes later
+    child, workers = start_busy_preparation(tmp_path)
+    if how == "Ctrl-C":
+        os.killpg(child.pid, signal.SIGINT)  # a terminal signals the whole group, workers too
+    else:
+        os.kill(child.pid, signal.SIGTERM)  # as `kill <pid>`: the parent alone
+    stdout, stderr = child.communicate(timeout=60)
+    assert (child.returncode, stderr) == (code, "")  # the workers printed nothing
+    # it came out of prepare_corpus as it came in, with the workers already reaped
+    assert json.loads(stdout) == {"raised": raised, "children": []}
+    assert not any(running(pid) for pid in workers)
+    assert empty(tmp_path / "data")  # no temporary folder either
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process table in /proc")
+def test_the_workers_of_a_killed_preparation_die_with_it(tmp_path):
+    child, workers = start_busy_preparation(tmp_path)
+    child.kill()  # kill -9: nothing of the parent runs
+    child.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, (
+            f"workers {[p for p in workers if running(p)]} outlived their parent"
+        )
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("form", ["text files", "jsonl"])
 def test_a_failed_preparation_leaves_nothing_that_a_later_run_would_use(tmp_path, monkeypatch, form):
     source = write_documents(tmp_path, form, DOCS)
