@@ -950,6 +950,44 @@ def test_a_corpus_too_small_for_one_window_says_which_block_size_fits(tmp_path, 
         dm.setup("fit")
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # issue 21: "Use a longer text or a smaller model.block_size (at most -1)"
+        (
+            "a",
+            r"the train split of .* has 0 tokens, fewer than block_size \+ 1 = 17, .*whole corpus has 1: "
+            r"0 train, 1 val\)\. Fix: give a longer text$",
+        ),
+        (
+            make_text(100)[:200],
+            r"the val split of .* has 20 tokens, fewer than block_size \+ 1 = 33, .*Fix: give a "
+            r"longer text, or a smaller model.block_size \(at most 19\), or a larger data.val_fraction "
+            r"\(now 0.1\)$",
+        ),
+    ],
+    ids=["1 character", "a val split too short"],
+)
+def test_a_text_too_short_says_how_many_tokens_it_has_and_what_fits(tmp_path, text, error):
+    path = tmp_path / "short.txt"
+    path.write_text(text)
+    block_size = 16 if len(text) == 1 else 32
+    dm = datamodule(tmp_path / "d", path=str(path), block_size=block_size, batch_size=2)
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=error) as err:
+        dm.setup("fit")
+    assert not re.search(r"at most -|-1 token", str(err.value))  # a bound no block size can meet
+
+
+def test_an_empty_text_file_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(
+        ValueError, match=r"holds no text; point data.path or data.source at a corpus with text"
+    ):
+        prepare_corpus(config(tmp_path / "d", path=str(tmp_path / "empty.txt")))
+    assert empty(tmp_path / "d")
+
+
 @pytest.mark.parametrize("name", ["batch_size", "block_size"])
 @pytest.mark.parametrize("value", [0, -3])
 def test_non_positive_sizes_are_refused(tmp_path, name, value):
