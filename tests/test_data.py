@@ -4,6 +4,7 @@ windows read from it, and each bad input's clear error. No network: every corpus
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import inspect
@@ -986,6 +987,51 @@ def test_an_empty_text_file_is_refused(tmp_path):
     ):
         prepare_corpus(config(tmp_path / "d", path=str(tmp_path / "empty.txt")))
     assert empty(tmp_path / "d")
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("form", ["text", "jsonl"])
+def test_a_full_disk_is_named_with_the_free_space_and_leaves_nothing(tmp_path, monkeypatch, form):
+    # issue 21: a DatasetGenerationError and its traceback
+    if form == "text":
+        source = str(tmp_path / "input.txt")
+        Path(source).write_text(make_text(50))
+
+        def full_open(path, mode):  # the token file is created, then nothing fits on the disk
+            Path(path).touch()
+            return FullDisk()
+
+        monkeypatch.setattr(encode, "open", full_open, raising=False)
+    else:
+        source = write_documents(tmp_path, "jsonl", DOCS)
+
+        def load_dataset(*args, cache_dir, **kwargs):  # datasets' builder, writing Arrow files
+            arrow = Path(cache_dir) / "json" / "train-00000.arrow"
+            arrow.parent.mkdir(parents=True)
+            arrow.write_bytes(b"half")
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(arrow))
+            except OSError as err:
+                raise datasets.exceptions.DatasetGenerationError(
+                    "An error occurred while generating"
+                ) from err
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(OSError) as err:
+        prepare_corpus(config(tmp_path / "data", source=source, text_column="body"))
+    assert err.value.errno == errno.ENOSPC
+    writing = r" \(writing .*train-00000.arrow\)" if form == "jsonl" else ""
+    assert re.fullmatch(
+        rf"\[Errno 28\] disk full: preparing .* into {re.escape(str(tmp_path / 'data'))}/char-\w+-val0.1-v\d+"
+        rf"{writing} ran out of space, and [\d.]+ (bytes|KB|MB|GB|TB) is free there now; nothing was kept\. "
+        r"Free some space, or point data.data_dir at a disk with room",
+        str(err.value),
+    ), str(err.value)
+    assert empty(tmp_path / "data")  # no half-written folder, nor datasets' files
 
 
 @pytest.mark.parametrize("name", ["batch_size", "block_size"])
