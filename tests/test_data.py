@@ -1034,6 +1034,44 @@ def test_a_full_disk_is_named_with_the_free_space_and_leaves_nothing(tmp_path, m
     assert empty(tmp_path / "data")  # no half-written folder, nor datasets' files
 
 
+def test_a_link_out_of_a_source_folder_is_refused_unless_follow_symlinks(tmp_path):
+    # issue 21: a link in data.source's folder read /etc/passwd into the corpus and its vocabulary
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    corpus.mkdir()
+    outside.mkdir()
+    (corpus / "a.txt").write_text(make_text(50))
+    (corpus / "again.txt").symlink_to(corpus / "a.txt")  # a link within the folder is read
+    (outside / "secret.txt").write_text("ZZZ secret\n")
+    (outside / "more").mkdir()
+    (outside / "more" / "b.txt").write_text("QQQ more\n")
+    inside = prepare_corpus(config(tmp_path / "data", source=str(corpus)))
+    assert inside.meta.documents == 2
+    for link, target in [
+        (corpus / "secret.txt", outside / "secret.txt"),
+        (corpus / "more", outside / "more"),
+    ]:
+        link.symlink_to(target)
+        for source in (corpus, corpus / "**" / "*.txt"):
+            # a folder's walk meets the link to a folder, a glob goes through it to the file
+            found = link if link.suffix or source == corpus else link / "b.txt"
+            with pytest.raises(
+                ValueError,
+                match=rf"data.source={re.escape(str(source))} holds {re.escape(str(found))}, a link to "
+                rf"{re.escape(str(found.resolve()))} outside {re.escape(str(corpus))}; links out of a source "
+                r"are not followed. Remove the link, or pass data.follow_symlinks=true",
+            ):
+                prepare_corpus(config(tmp_path / "data", source=str(source)))
+        link.unlink()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [inside.folder.name]
+    (corpus / "secret.txt").symlink_to(outside / "secret.txt")
+    followed = prepare_corpus(config(tmp_path / "data", source=str(corpus), follow_symlinks=True))
+    assert "Z" in followed.meta.tokenizer["vocab"] and followed.meta.documents == 3
+    # the checksum is of what the link reads: a changed target is another corpus
+    (outside / "secret.txt").write_text("ZZZ changed\n")
+    changed = prepare_corpus(config(tmp_path / "data", source=str(corpus), follow_symlinks=True))
+    assert changed.folder != followed.folder
+
+
 @pytest.mark.parametrize("name", ["batch_size", "block_size"])
 @pytest.mark.parametrize("value", [0, -3])
 def test_non_positive_sizes_are_refused(tmp_path, name, value):

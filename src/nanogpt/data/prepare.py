@@ -58,6 +58,7 @@ class CorpusConfig:
     text_column: str
     split: str
     errors: str
+    follow_symlinks: bool
     num_proc: int | None
     tokenizer: str
     val_fraction: float
@@ -69,6 +70,8 @@ class CorpusConfig:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.errors not in ("strict", "replace"):
             raise ValueError(f"data.errors must be strict or replace, got {self.errors!r}")
+        if type(self.follow_symlinks) is not bool:
+            raise ValueError(f"data.follow_symlinks must be true or false, got {self.follow_symlinks!r}")
         if self.num_proc is not None and (type(self.num_proc) is not int or self.num_proc < 1):
             raise ValueError(
                 f"data.num_proc must be a positive integer, or null for one per core; got {self.num_proc}"
@@ -83,7 +86,9 @@ class CorpusConfig:
     def resolve(self, fetch: bool) -> Source:
         """The source; with ``fetch``, a missing ``input.txt`` is downloaded from ``url``."""
         if self.source is not None:
-            return resolve_source(self.source, self.text_column, self.split, self.errors)
+            return resolve_source(
+                self.source, self.text_column, self.split, self.errors, self.follow_symlinks
+            )
         return text_file(self.data_dir, self.path, self.url, self.md5, self.errors, fetch)
 
 
