@@ -4,6 +4,7 @@ windows read from it, and each bad input's clear error. No network: every corpus
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import inspect
@@ -143,7 +144,7 @@ def test_tiny_shakespeare_prepares_to_nanogpts_split_byte_for_byte(
         monkeypatch.setattr(sources, "CHUNK_BYTES", 4096)
     corpus = prepare_corpus(config(tmp_path, path=str(shakespeare_path), tokenizer=kind))
     vocab, train_tokens, val_tokens, train_md5, val_md5 = SHAKESPEARE[kind]
-    assert corpus.folder == tmp_path / f"{kind}-6fb458f12320-val0.1-v3"
+    assert corpus.folder == tmp_path / f"{kind}-6fb458f12320-val0.1-v{corpus_module.FORMAT_VERSION}"
     assert corpus.vocab_size == vocab and corpus.meta.dtype == "uint16"
     assert (corpus.meta.train_tokens, corpus.meta.val_tokens) == (train_tokens, val_tokens)
     assert (corpus.meta.train_chars, corpus.meta.val_chars) == (1_003_854, 111_540)
@@ -366,6 +367,16 @@ def damage(corpus: Corpus, how: str) -> None:
         meta_path.write_text(json.dumps({**fields, "corpus_dir": str(corpus.folder)}))
     elif how == "meta.json has a wrong type":
         meta_path.write_text(json.dumps({**fields, "train_tokens": str(fields["train_tokens"])}))
+    elif how == "meta.json's vocabulary permuted":  # issue 21: valid JSON, it trained the wrong mapping
+        vocab = fields["tokenizer"]["vocab"]
+        fields["tokenizer"]["vocab"] = vocab[1:] + vocab[:1]
+        meta_path.write_text(json.dumps(fields, indent=1))
+    elif how == "a byte of train.bin flipped beyond the vocabulary":  # issue 21: an IndexError mid-run
+        with open(corpus.path("train"), "r+b") as f:
+            f.seek(2 * 5 + 1)  # the high byte of token 5, a little-endian uint16
+            byte = f.read(1)[0]
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte ^ 0x40]))
 
 
 DAMAGE = {
@@ -375,6 +386,10 @@ DAMAGE = {
     "meta.json lacks a key": "meta.json lacks dtype",
     "meta.json has an unknown key": "meta.json has unknown keys corpus_dir",
     "meta.json has a wrong type": r"meta.json's train_tokens is '\d+'; expected int",
+    "meta.json's vocabulary permuted": "meta.json does not match its digest: it was changed after",
+    "a byte of train.bin flipped beyond the vocabulary": (
+        r"train.bin holds the token id 16\d\d\d at token 5, beyond the vocabulary of \d\d tokens in meta.json"
+    ),
 }
 
 
@@ -420,6 +435,115 @@ def test_a_preparation_killed_before_meta_json_leaves_nothing_that_is_used(tmp_p
     corpus = prepare_corpus(config(data_dir, path=str(text_path)))  # builds afresh, removes the dead one's
     assert [p.name for p in data_dir.iterdir()] == [corpus.folder.name]
     assert corpus.meta.train_tokens + corpus.meta.val_tokens == len(text_path.read_text())
+
+
+INTERRUPTED = """
+import json, os, signal, sys, time
+from pathlib import Path
+from nanogpt.data import CorpusConfig, encode, prepare_corpus
+options, data_dir, text, busy = sys.argv[1:]
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started in the background
+encode.PROCESS_CHARS, encode.BATCH_CHARS = 1000, 512  # worker processes for this small text
+
+encode_batch = encode._Encoder.__call__
+
+def first_batch_slow(self, batch):  # in a worker: the first batch takes long, so the other worker
+    Path(busy, str(os.getpid())).touch()  # soon waits for tasks, as the parent waits for the first
+    try:
+        os.close(os.open(busy + ".first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return encode_batch(self, batch)
+    time.sleep(600)
+
+encode._Encoder.__call__ = first_batch_slow
+
+class SIGTERMException(SystemExit):  # Lightning's, which train's SIGTERM handler raises
+    pass
+
+def terminated(*args):
+    raise SIGTERMException
+
+signal.signal(signal.SIGTERM, terminated)
+
+def children():  # this process's, running or not yet reaped
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError):  # gone meanwhile
+            pass
+    return pids
+
+try:
+    prepare_corpus(CorpusConfig(**{**json.loads(options), "num_proc": 2}, data_dir=data_dir, path=text))
+except BaseException as err:
+    print(json.dumps({"raised": type(err).__name__, "children": children()}), flush=True)
+    sys.exit(130 if isinstance(err, KeyboardInterrupt) else 143)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs; a zombie (dead, waiting for its parent to reap it) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def start_busy_preparation(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A child process preparing a text with two worker processes, once both are busy; and their pids."""
+    text, busy, data_dir = tmp_path / "input.txt", tmp_path / "busy", tmp_path / "data"
+    text.write_text(make_text(100))
+    busy.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, options_json(data_dir), str(data_dir), str(text), str(busy)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
+    )
+    deadline = time.monotonic() + 120
+    while len(list(busy.iterdir())) < 2:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.05)
+    return child, [int(p.name) for p in busy.iterdir()]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process table in /proc")
+@pytest.mark.parametrize(
+    ("how", "raised", "code"),
+    [("Ctrl-C", "KeyboardInterrupt", 130), ("SIGTERM", "SIGTERMException", 143)],
+)
+def test_an_interrupted_preparation_stops_its_workers_quietly_and_keeps_nothing(tmp_path, how, raised, code):
+    # issue 21: Ctrl-C exited 1 with ~125 lines of the workers' tracebacks and "TimeoutError: ", and
+    # after SIGTERM three workers were still alive 31 minutes later
+    child, workers = start_busy_preparation(tmp_path)
+    if how == "Ctrl-C":
+        os.killpg(child.pid, signal.SIGINT)  # a terminal signals the whole group, workers too
+    else:
+        os.kill(child.pid, signal.SIGTERM)  # as `kill <pid>`: the parent alone
+    stdout, stderr = child.communicate(timeout=60)
+    assert (child.returncode, stderr) == (code, "")  # the workers printed nothing
+    # it came out of prepare_corpus as it came in, with the workers already reaped
+    assert json.loads(stdout) == {"raised": raised, "children": []}
+    assert not any(running(pid) for pid in workers)
+    assert empty(tmp_path / "data")  # no temporary folder either
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process table in /proc")
+def test_the_workers_of_a_killed_preparation_die_with_it(tmp_path):
+    child, workers = start_busy_preparation(tmp_path)
+    child.kill()  # kill -9: nothing of the parent runs
+    child.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in workers):
+        assert time.monotonic() < deadline, (
+            f"workers {[p for p in workers if running(p)]} outlived their parent"
+        )
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("form", ["text files", "jsonl"])
@@ -825,6 +949,127 @@ def test_a_corpus_too_small_for_one_window_says_which_block_size_fits(tmp_path, 
         match=r"val split .* fewer than block_size \+ 1 = 33.*smaller model.block_size \(at most 12\)",
     ):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # issue 21: "Use a longer text or a smaller model.block_size (at most -1)"
+        (
+            "a",
+            r"the train split of .* has 0 tokens, fewer than block_size \+ 1 = 17, .*whole corpus has 1: "
+            r"0 train, 1 val\)\. Fix: give a longer text$",
+        ),
+        (
+            make_text(100)[:200],
+            r"the val split of .* has 20 tokens, fewer than block_size \+ 1 = 33, .*Fix: give a "
+            r"longer text, or a smaller model.block_size \(at most 19\), or a larger data.val_fraction "
+            r"\(now 0.1\)$",
+        ),
+    ],
+    ids=["1 character", "a val split too short"],
+)
+def test_a_text_too_short_says_how_many_tokens_it_has_and_what_fits(tmp_path, text, error):
+    path = tmp_path / "short.txt"
+    path.write_text(text)
+    block_size = 16 if len(text) == 1 else 32
+    dm = datamodule(tmp_path / "d", path=str(path), block_size=block_size, batch_size=2)
+    dm.prepare_data()
+    with pytest.raises(ValueError, match=error) as err:
+        dm.setup("fit")
+    assert not re.search(r"at most -|-1 token", str(err.value))  # a bound no block size can meet
+
+
+def test_an_empty_text_file_is_refused(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(
+        ValueError, match=r"holds no text; point data.path or data.source at a corpus with text"
+    ):
+        prepare_corpus(config(tmp_path / "d", path=str(tmp_path / "empty.txt")))
+    assert empty(tmp_path / "d")
+
+
+class FullDisk(io.BytesIO):
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("form", ["text", "jsonl"])
+def test_a_full_disk_is_named_with_the_free_space_and_leaves_nothing(tmp_path, monkeypatch, form):
+    # issue 21: a DatasetGenerationError and its traceback
+    if form == "text":
+        source = str(tmp_path / "input.txt")
+        Path(source).write_text(make_text(50))
+
+        def full_open(path, mode):  # the token file is created, then nothing fits on the disk
+            Path(path).touch()
+            return FullDisk()
+
+        monkeypatch.setattr(encode, "open", full_open, raising=False)
+    else:
+        source = write_documents(tmp_path, "jsonl", DOCS)
+
+        def load_dataset(*args, cache_dir, **kwargs):  # datasets' builder, writing Arrow files
+            arrow = Path(cache_dir) / "json" / "train-00000.arrow"
+            arrow.parent.mkdir(parents=True)
+            arrow.write_bytes(b"half")
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(arrow))
+            except OSError as err:
+                raise datasets.exceptions.DatasetGenerationError(
+                    "An error occurred while generating"
+                ) from err
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(OSError) as err:
+        prepare_corpus(config(tmp_path / "data", source=source, text_column="body"))
+    assert err.value.errno == errno.ENOSPC
+    writing = r" \(writing .*train-00000.arrow\)" if form == "jsonl" else ""
+    assert re.fullmatch(
+        rf"\[Errno 28\] disk full: preparing .* into {re.escape(str(tmp_path / 'data'))}/char-\w+-val0.1-v\d+"
+        rf"{writing} ran out of space, and [\d.]+ (bytes|KB|MB|GB|TB) is free there now; nothing was kept\. "
+        r"Free some space, or point data.data_dir at a disk with room",
+        str(err.value),
+    ), str(err.value)
+    assert empty(tmp_path / "data")  # no half-written folder, nor datasets' files
+
+
+def test_a_link_out_of_a_source_folder_is_refused_unless_follow_symlinks(tmp_path):
+    # issue 21: a link in data.source's folder read /etc/passwd into the corpus and its vocabulary
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    corpus.mkdir()
+    outside.mkdir()
+    (corpus / "a.txt").write_text(make_text(50))
+    (corpus / "again.txt").symlink_to(corpus / "a.txt")  # a link within the folder is read
+    (outside / "secret.txt").write_text("ZZZ secret\n")
+    (outside / "more").mkdir()
+    (outside / "more" / "b.txt").write_text("QQQ more\n")
+    inside = prepare_corpus(config(tmp_path / "data", source=str(corpus)))
+    assert inside.meta.documents == 2
+    for link, target in [
+        (corpus / "secret.txt", outside / "secret.txt"),
+        (corpus / "more", outside / "more"),
+    ]:
+        link.symlink_to(target)
+        for source in (corpus, corpus / "**" / "*.txt"):
+            # a folder's walk meets the link to a folder, a glob goes through it to the file
+            found = link if link.suffix or source == corpus else link / "b.txt"
+            with pytest.raises(
+                ValueError,
+                match=rf"data.source={re.escape(str(source))} holds {re.escape(str(found))}, a link to "
+                rf"{re.escape(str(found.resolve()))} outside {re.escape(str(corpus))}; links out of a source "
+                r"are not followed. Remove the link, or pass data.follow_symlinks=true",
+            ):
+                prepare_corpus(config(tmp_path / "data", source=str(source)))
+        link.unlink()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [inside.folder.name]
+    (corpus / "secret.txt").symlink_to(outside / "secret.txt")
+    followed = prepare_corpus(config(tmp_path / "data", source=str(corpus), follow_symlinks=True))
+    assert "Z" in followed.meta.tokenizer["vocab"] and followed.meta.documents == 3
+    # the checksum is of what the link reads: a changed target is another corpus
+    (outside / "secret.txt").write_text("ZZZ changed\n")
+    changed = prepare_corpus(config(tmp_path / "data", source=str(corpus), follow_symlinks=True))
+    assert changed.folder != followed.folder
 
 
 @pytest.mark.parametrize("name", ["batch_size", "block_size"])

@@ -18,12 +18,17 @@ few batches of pieces per process are in flight at a time, so memory does not gr
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +101,11 @@ def write_tokens(
     batches = _batches(_pieces(_stream(documents()), n_train, sep_chars, cut), sep_chars)
     processes = max(1, min(num_proc or _cores(), n_chars // PROCESS_CHARS))
     chars_of, tokens_of = [0, 0], [0, 0]
-    with open(folder / "train.bin", "wb") as train, open(folder / "val.bin", "wb") as val:
-        for (split, n), ids in _in_order(batches, tok, dtype, processes):
+    encoded = _in_order(batches, tok, dtype, processes)
+    # closing: a failed write (a full disk) stops the worker processes at once, not when the
+    # generator happens to be collected
+    with closing(encoded), open(folder / "train.bin", "wb") as train, open(folder / "val.bin", "wb") as val:
+        for (split, n), ids in encoded:
             (train, val)[split].write(ids.tobytes())
             chars_of[split] += n
             tokens_of[split] += ids.size
@@ -214,11 +222,37 @@ class _Encoder:
 
 
 _worker: _Encoder | None = None  # each worker process's own
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _start_worker(tokenizer: dict, dtype: np.dtype) -> None:
+def _start_worker(tokenizer: dict, dtype: np.dtype, parent: int) -> None:
+    """A worker's start: it only tokenizes, and the parent alone decides when it stops.
+
+    Ctrl-C reaches every process of the terminal's group, and SIGTERM may (Slurm signals a job's
+    processes): a worker ignores the first and dies quietly of the second, so the parent alone turns
+    them into an exception, and the workers print no tracebacks of their own. (Forked workers
+    inherit the parent's handlers, such as train's SIGTERM handler that raises, hence the reset.)
+    A worker dies with its parent, so a ``kill -9`` of the parent leaves no worker waiting forever
+    on a queue nobody writes to.
+    """
     global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the line above could take effect
+        os._exit(1)
     _worker = _Encoder(tokenizer, dtype)
+
+
+def _exit_with(parent: int) -> None:
+    """Where the kernel cannot kill a worker with its parent: exit once the parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _encode_in_worker(batch: list[str | None]) -> np.ndarray:
@@ -239,20 +273,40 @@ def _in_order(
     # only tokenize, so they wait on no lock another thread of the parent may have held. Elsewhere
     # fork is unsafe (macOS) or missing (Windows).
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_start_worker, initargs=(tok.meta(), dtype)
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        processes,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(tok.meta(), dtype, os.getpid()),
+    )
+    try:
         # a bounded queue: submitting every batch at once would hold the whole corpus in memory
         pending = deque()
-        try:
-            for label, batch in batches:
-                pending.append((label, pool.submit(_encode_in_worker, batch)))
-                if len(pending) >= 2 * processes:
-                    label, done = pending.popleft()
-                    yield label, done.result()
-            while pending:
+        for label, batch in batches:
+            pending.append((label, pool.submit(_encode_in_worker, batch)))
+            if len(pending) >= 2 * processes:
                 label, done = pending.popleft()
                 yield label, done.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+        while pending:
+            label, done = pending.popleft()
+            yield label, done.result()
+    except BaseException:
+        # Ctrl-C, SIGTERM, an error here or in a worker, or the caller closing this generator: no
+        # worker may outlive the call, and the exception goes on up as it came (a wait for the
+        # workers' shutdown could hang on a broken pool, or end in a TimeoutError of its own).
+        _terminate(pool)
+        raise
+    pool.shutdown()
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers and reap them, so none outlives this process's call."""
+    # ProcessPoolExecutor has no public way to kill its workers before Python 3.14
+    # (terminate_workers); its process table is the one handle on them.
+    workers = list((pool._processes or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()  # SIGKILL: a worker ignores SIGINT, and a pending result is of no use
+    for worker in workers:
+        worker.join()

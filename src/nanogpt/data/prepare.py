@@ -17,6 +17,7 @@ waiting for rank 0 to publish the folder.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ class CorpusConfig:
     text_column: str
     split: str
     errors: str
+    follow_symlinks: bool
     num_proc: int | None
     tokenizer: str
     val_fraction: float
@@ -68,6 +70,8 @@ class CorpusConfig:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.errors not in ("strict", "replace"):
             raise ValueError(f"data.errors must be strict or replace, got {self.errors!r}")
+        if type(self.follow_symlinks) is not bool:
+            raise ValueError(f"data.follow_symlinks must be true or false, got {self.follow_symlinks!r}")
         if self.num_proc is not None and (type(self.num_proc) is not int or self.num_proc < 1):
             raise ValueError(
                 f"data.num_proc must be a positive integer, or null for one per core; got {self.num_proc}"
@@ -82,7 +86,9 @@ class CorpusConfig:
     def resolve(self, fetch: bool) -> Source:
         """The source; with ``fetch``, a missing ``input.txt`` is downloaded from ``url``."""
         if self.source is not None:
-            return resolve_source(self.source, self.text_column, self.split, self.errors)
+            return resolve_source(
+                self.source, self.text_column, self.split, self.errors, self.follow_symlinks
+            )
         return text_file(self.data_dir, self.path, self.url, self.md5, self.errors, fetch)
 
 
@@ -98,6 +104,24 @@ def prepare_corpus(config: CorpusConfig) -> Corpus:
     if found is not None:
         return found
     folder = config.data_dir / folder_name(config.tokenizer, checksum, config.val_fraction)
+    try:
+        _build(folder, source, checksum, config)
+    except Exception as err:
+        if (full := _no_space(err)) is None:
+            raise
+        free = shutil.disk_usage(config.data_dir).free
+        writing = f" (writing {full.filename})" if full.filename else ""
+        raise OSError(
+            errno.ENOSPC,
+            f"disk full: preparing {source.description} into {folder}{writing} ran out of space, and "
+            f"{_size(free)} is free there now; nothing was kept. Free some space, or point "
+            "data.data_dir at a disk with room",
+        ) from err
+    return Corpus.read(folder, checksum)
+
+
+def _build(folder: Path, source: Source, checksum: str, config: CorpusConfig) -> None:
+    """Tokenize ``source`` into ``folder``, published whole (or, on any failure, not at all)."""
     with publishing(folder) as tmp:
         scratch = tmp / "scratch"  # datasets' builders write Arrow files here, deleted before the rename
         written = write_tokens(
@@ -123,7 +147,26 @@ def prepare_corpus(config: CorpusConfig) -> Corpus:
             val_tokens=written.val_tokens,
         )
         meta.write(tmp)  # the rename publishes it
-    return Corpus.read(folder, checksum)
+
+
+def _no_space(err: BaseException | None) -> OSError | None:
+    """The full disk behind ``err``, if any: an ``OSError`` of errno ENOSPC, or what it caused
+    (``datasets`` wraps its writers' errors in a ``DatasetGenerationError``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def find_corpus(config: CorpusConfig, wait_s: float = 0.0) -> Corpus:

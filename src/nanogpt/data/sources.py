@@ -188,20 +188,53 @@ def text_file(
     return Source(f"the text file {file}", "text", files=[file], errors=errors)
 
 
-def _expand(pattern: str) -> list[Path]:
-    """The files a path, folder or glob names, sorted; a folder gives its text files, recursively."""
+def _expand(pattern: str, follow_symlinks: bool) -> list[Path]:
+    """The files a path, folder or glob names, sorted; a folder gives its text files, recursively.
+
+    A file named by itself is read wherever it links to. A folder's or a glob's files must lie in
+    that folder (the glob's part before its first wildcard), unless ``follow_symlinks``: a link out
+    of it is refused, so a corpus never takes in a file its owner did not mean to (``/etc/passwd``
+    into a vocabulary). Refused, not skipped: the files read never depend on the option, so neither
+    does the checksum that names the prepared folder.
+    """
     path = Path(pattern).expanduser()
-    if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
-        if not files:  # a folder of JSON-lines, CSV or Parquet files
-            files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS]
-        return sorted(files)
     if path.is_file():
         return [path]
-    return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if path.is_dir():
+        root, found = path, _walk(path, follow_symlinks)
+        files = [p for p in found if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES]
+        if not files:  # a folder of JSON-lines, CSV or Parquet files
+            files = [p for p in found if p.is_file() and p.suffix.lower() in BUILDERS]
+    else:
+        root = Path(*next((path.parts[:i] for i, part in enumerate(path.parts) if glob.has_magic(part)), "."))
+        found = files = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
+    if not follow_symlinks:
+        inside = root.resolve()
+        if outside := [p for p in found if not p.resolve().is_relative_to(inside)]:
+            more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+            raise ValueError(
+                f"data.source={pattern} holds {outside[0]}, a link to {outside[0].resolve()} outside "
+                f"{root}{more}; links out of a source are not followed. Remove the link, or pass "
+                "data.follow_symlinks=true to read what it links to"
+            )
+    return sorted(files)
 
 
-def resolve_source(source: str, text_column: str, split: str, errors: str) -> Source:
+def _walk(folder: Path, follow_symlinks: bool) -> list[Path]:
+    """Every file in ``folder``, recursively, and its links to folders; with ``follow_symlinks``,
+    through those links too (each real folder once, so a link to an ancestor ends)."""
+    found, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=follow_symlinks):
+        if (real := os.path.realpath(top)) in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(top, name) for name in names]
+        found += [Path(top, name) for name in dirs if os.path.islink(os.path.join(top, name))]
+    return found
+
+
+def resolve_source(source: str, text_column: str, split: str, errors: str, follow_symlinks: bool) -> Source:
     """What ``data.source`` names (see the module docstring); reads nothing but folder listings."""
     source = str(source)
     if source.startswith(HF_PREFIX):
@@ -224,7 +257,7 @@ def resolve_source(source: str, text_column: str, split: str, errors: str) -> So
             split=split,
             text_column=text_column,
         )
-    files = _expand(source)
+    files = _expand(source, follow_symlinks)
     if not files:
         raise FileNotFoundError(
             f"data.source={source} matches no files; pass a text file, a folder of .txt/.md files, a "

@@ -23,13 +23,25 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def check_split_fits(corpus: Corpus, split: str, block_size: int) -> None:
-    """Refuse a prepared split too short for one window of ``block_size``."""
+    """Refuse a prepared split too short for one window of ``block_size``, saying what would fit."""
     n = corpus.num_tokens(split)
-    if n < block_size + 1:
-        raise ValueError(
-            f"the {split} split of {corpus.meta.source} has {n} tokens, fewer than block_size + 1 = "
-            f"{block_size + 1}. Use a longer text or a smaller model.block_size (at most {n - 1})"
+    needed = block_size + 1  # a window's inputs and its targets, shifted by one
+    if n >= needed:
+        return
+    meta = corpus.meta
+    total = meta.train_tokens + meta.val_tokens
+    fixes = ["give a longer text"]
+    if n >= 2:
+        fixes.append(f"a smaller model.block_size (at most {n - 1})")
+    if total >= 2 * needed:  # another split of the same tokens would give each side a window
+        fixes.append(
+            f"a {'larger' if split == 'val' else 'smaller'} data.val_fraction (now {meta.val_fraction:g})"
         )
+    raise ValueError(
+        f"the {split} split of {meta.source} has {n} token{'s' * (n != 1)}, fewer than block_size + 1 = "
+        f"{needed}, the tokens of one window (the whole corpus has {total}: {meta.train_tokens} train, "
+        f"{meta.val_tokens} val). Fix: {', or '.join(fixes)}"
+    )
 
 
 def _open(path: str, dtype: str) -> np.ndarray:
