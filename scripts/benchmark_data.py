@@ -36,7 +36,10 @@ FILE_BYTES = 64 << 20
 EXTRA = "Café — naïve “quoted” 日本語 ½"
 
 # the corpus options of configs/data/text.yaml, but for those each run sets
-OPTIONS = 'url=None, md5=None, text_column="text", split="train", errors="strict", val_fraction=0.1'
+OPTIONS = (
+    'url=None, md5=None, text_column="text", split="train", errors="strict", val_fraction=0.1, '
+    "follow_symlinks=False"
+)
 
 PREPARE = f"""
 import json, sys, time

@@ -42,6 +42,8 @@ except ImportError:  # a checkout from before CorpusConfig (--src)
 else:
     def prepare():
         options = dict(url=None, md5=None, source=None, text_column="text", split="train", errors="strict")
+        if "follow_symlinks" in CorpusConfig.__dataclass_fields__:  # since issue 21
+            options["follow_symlinks"] = False
         config = CorpusConfig(data_dir, text, **options, num_proc=None, tokenizer=kind, val_fraction=0.1)
         prepare_corpus(config)
 from nanogpt.data.tokenizer import GPT2Tokenizer
