@@ -312,6 +312,32 @@ def test_bad_init_from_fails_before_any_work_with_the_fix(override, error, match
     assert not (tmp_path / "data").exists()  # it failed before preparing the data
 
 
+class CreatesAFile:
+    """Unpickled, this would call ``Path.touch(path)``: the code a malicious ``pytorch_model.bin`` holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_init_from_a_pickle_holding_code_is_refused_without_running_it(tiny_gpt2_dir, tmp_path):
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_gpt2_dir / "config.json").read_bytes())
+    marker = tmp_path / "pwned"
+    weights = {"transformer.wte.weight": torch.zeros(2), "payload": CreatesAFile(marker)}
+    torch.save(weights, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError) as raised:
+        load_pretrained(str(folder))
+    message = str(raised.value)
+    assert message.startswith(f"model.init_from={folder}: its pytorch_model.bin holds code (pickled objects")
+    assert "tensors, such as getattr), so it was not loaded; pass a folder with model.safetensors" in message
+    assert "weights_only=False" not in message and "\n" not in message  # not torch's advice; one line
+    assert not marker.exists()
+
+
 # nanoGPT's config/finetune_shakespeare.py (with its train.py defaults for what that file leaves out)
 NANOGPT_FINETUNE_SHAKESPEARE = {
     "model.init_from": "gpt2",  # nanoGPT's is gpt2-xl; the comment in the experiment says how to pick it
