@@ -11,8 +11,8 @@ from omegaconf import DictConfig, open_dict
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer, GPT2Tokenizer
-from nanogpt.evaluate import evaluate
-from nanogpt.sample import encode_prompt, read_prompt, sample
+from nanogpt.evaluate import evaluate, refuse_unread_overrides
+from nanogpt.sample import encode_prompt, inference_device, read_prompt, sample
 from nanogpt.train import train
 
 from .helpers import run_cli
@@ -223,3 +223,107 @@ def test_empty_prompts_without_a_newline_and_for_bpe_models():
 def test_a_missing_prompt_file_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope.txt: no file at .*pass prompt=FILE:/path"):
         read_prompt(f"FILE:{tmp_path / 'nope.txt'}")
+
+
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine as a CPU-only build of torch sees it, whatever the machine running the test has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        (
+            "cuda",
+            r"device=cuda, but this torch has no CUDA \(a CPU-only build\); pass device=cpu or device=auto",
+        ),
+        ("cuda:1", r"device=cuda:1, but this torch has no CUDA"),
+        ("gpu", r"device=gpu is not a device torch knows; pass device=auto, cpu or cuda"),
+    ],
+)
+def test_sample_and_eval_refuse_a_device_this_machine_lacks(run_dir, monkeypatch, device, message):
+    no_cuda(monkeypatch)
+    with pytest.raises(ValueError, match=message):
+        sample(sample_cfg(run_dir, "prompt=All:", f"device={device}"), out=io.StringIO())
+    with pytest.raises(ValueError, match=message):
+        evaluate(eval_cfg(run_dir, f"device={device}"), out=io.StringIO())
+    assert inference_device("auto") == "cpu"
+
+
+def test_a_cuda_device_past_the_last_one_is_refused_with_those_there_are(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(
+        ValueError, match=r"device=cuda:2, but this machine has 2 CUDA devices; pass device=one of"
+    ):
+        inference_device("cuda:2")
+    assert inference_device("cuda:1") == "cuda:1" and inference_device("auto") == "cuda"
+
+
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        ("ckpt_path=null", FileNotFoundError, r"no checkpoint given; pass ckpt_path="),
+        ("ckpt_path=/no/such.ckpt", FileNotFoundError, r"ckpt_path=/no/such.ckpt does not exist; pass"),
+        ("batch_size=0", ValueError, r"batch_size must be a positive integer, got 0; set batch_size="),
+        ("batch_size=-3", ValueError, r"batch_size must be a positive integer, got -3"),
+        ("batch_size=many", ValueError, r"batch_size must be a positive integer, got 'many'"),
+        ("bleu.num_prompts=0", ValueError, r"bleu.num_prompts must be a positive integer"),
+        ("data.path=/no/such.txt", FileNotFoundError, r"no text file at /no/such.txt \(from data.path\)"),
+    ],
+)
+def test_eval_user_errors_name_the_fix(run_dir, tmp_path, override, error, message):
+    # each is a ValueError or OSError, which the console script prints in one line (nanogpt.errors)
+    with pytest.raises(error, match=message):
+        evaluate(eval_cfg(run_dir, f"data.data_dir={tmp_path}", override), out=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.block_size=4096", r"does not read model.block_size \(the windows are the checkpoint's own"),
+        ("data.batch_size=8", r"does not read data.batch_size \(windows per forward pass are batch_size\)"),
+        ("seed=3", r"does not read seed \(.*BLEU sampling uses bleu.seed\)"),
+        ("+temperature=0.5", r"\+temperature=0.5: nanogpt-eval does not read temperature; drop it"),
+    ],
+)
+def test_eval_refuses_an_override_it_does_not_read(override, message):
+    with pytest.raises(
+        ValueError, match=message + r".*The keys it reads: ckpt_path, batch_size, device, data"
+    ):
+        refuse_unread_overrides([override])
+
+
+def test_eval_takes_every_override_it_reads():
+    refuse_unread_overrides(
+        [
+            "data=shakespeare_gpt2",
+            "data.path=/x.txt",
+            "+data.val_fraction=0.2",
+            "bleu.n_gram=2",
+            "paths.root_dir=/tmp",
+            "ckpt_path=/x.ckpt",
+            "batch_size=8",
+            "device=cpu",
+            "hydra.run.dir=.",
+            "hydra/job_logging=disabled",
+        ]
+    )
+
+
+def test_cli_eval_and_sample_print_user_errors_in_one_line(run_dir, tmp_path):
+    # issue 21: model.block_size=4096 was silently ignored, and sample's device=cuda on a CPU-only
+    # torch printed a traceback
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    result = run_cli("nanogpt-eval", [f"ckpt_path={ckpt}", "model.block_size=4096"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.startswith("ValueError: model.block_size=4096: nanogpt-eval does not read")
+    assert len(result.stderr.splitlines()) == 2  # the message, and where the traceback is
+    if torch.cuda.is_available():
+        return
+    result = run_cli("nanogpt-sample", [f"ckpt_path={ckpt}", "device=cuda"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.startswith("ValueError: device=cuda, but this torch has no CUDA")
+    assert len(result.stderr.splitlines()) == 2
+    assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.derive import RunFacts, derive
-from nanogpt.export import export
+from nanogpt.export import export, is_export_file
 from nanogpt.hf_gpt2 import apply_pretrained_shape, config_from_hf, load_pretrained, pretrained_shape
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
@@ -168,6 +168,7 @@ def test_export_of_a_bpe_model_loads_in_transformers_with_its_tokenizer(finetune
     files = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "vocab.json", "merges.txt", "README.md"} <= files
     assert not any(name.endswith((".bin", ".pt")) for name in files)  # safetensors only
+    assert all(is_export_file(p) for p in out.iterdir())  # so overwrite=true may replace them
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no temporary folder left beside it
     assert json.loads((out / "config.json").read_text())["activation_function"] == "gelu_new"
 
@@ -210,6 +211,7 @@ def test_export_of_a_char_model_without_biases_keeps_its_logits(char_run, tmp_pa
     vocab = json.loads((out / "nanogpt_tokenizer.json").read_text())["vocab"]
     assert vocab == tokenizer.vocab
     assert "character vocabulary" in (out / "README.md").read_text()
+    assert all(is_export_file(p) for p in out.iterdir())  # so overwrite=true may replace them
 
     ids = [vocab.index(ch) for ch in SAMPLE[:32]]
     idx = torch.tensor([ids])
@@ -228,7 +230,18 @@ def test_export_refuses_a_folder_with_files_and_leaves_no_half_written_one(char_
     cfg = DictConfig({"ckpt_path": char_run["best_ckpt"], "out_dir": str(out), "overwrite": False})
     with pytest.raises(FileExistsError, match="overwrite=true"):
         export(cfg)
+    # overwrite=true replaces only an earlier export: the folder names the file it would delete
+    cfg.overwrite = True
+    with pytest.raises(FileExistsError, match=r"holds files that no export wrote \(notes.txt\); pass a new"):
+        export(cfg)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+    (out / "notes.txt").unlink()
+    export(cfg)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    cfg.overwrite = False
+    with pytest.raises(FileExistsError, match=r"already holds an export; .*or overwrite=true"):
+        export(cfg)
 
     # a failure halfway through overwrite=true keeps the old folder and leaves no temporary one
     def fail(*args, **kwargs):
@@ -239,12 +252,46 @@ def test_export_refuses_a_folder_with_files_and_leaves_no_half_written_one(char_
     with pytest.raises(OSError, match="disk full"):
         export(cfg)
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
 
     monkeypatch.undo()
+    (out / "config.json").write_text("{}")  # an earlier export, changed since: replaced as a whole
     export(cfg)
-    assert "notes.txt" not in {p.name for p in out.iterdir()} and (out / "config.json").is_file()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "target, match",
+    [
+        ("{run}", r"out_dir=.*/run is a run folder, which an export must not replace; pass a new out_dir"),
+        ("{run}/checkpoints", r"holds a checkpoint \((best|last).ckpt\).*pass a new out_dir"),
+        ("{run}/checkpoints/hf", r"is inside .*/run/checkpoints, a run's checkpoints; pass a new out_dir"),
+        ("{run}/..", r"holds a run's record \(run/result.json\).*pass a new out_dir"),
+    ],
+)
+def test_export_never_writes_into_a_run_or_its_checkpoints(char_run, target, match):
+    # issue 21: out_dir=<the run folder> overwrite=true deleted the run, the exported checkpoint included
+    run = Path(char_run["best_ckpt"]).parent.parent
+    before = listing(run.parent)
+    out_dir = target.format(run=run)
+    with pytest.raises(FileExistsError, match=match):
+        export(DictConfig({"ckpt_path": char_run["best_ckpt"], "out_dir": out_dir, "overwrite": True}))
+    assert listing(run.parent) == before
+
+
+def test_cli_export_refuses_the_run_folder_in_one_line(char_run, tmp_path):
+    run = Path(char_run["best_ckpt"]).parent.parent
+    before = listing(run)
+    result = run_cli("nanogpt-export", [f"ckpt_path={run}", f"out_dir={run}", "overwrite=true"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.startswith(f"FileExistsError: out_dir={run} is a run folder")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 2  # and the HYDRA hint
+    assert listing(run) == before
 
 
 @pytest.mark.parametrize(
@@ -263,6 +310,32 @@ def test_bad_init_from_fails_before_any_work_with_the_fix(override, error, match
     with pytest.raises(error, match=match):
         train(cfg)
     assert not (tmp_path / "data").exists()  # it failed before preparing the data
+
+
+class CreatesAFile:
+    """Unpickled, this would call ``Path.touch(path)``: the code a malicious ``pytorch_model.bin`` holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_init_from_a_pickle_holding_code_is_refused_without_running_it(tiny_gpt2_dir, tmp_path):
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_gpt2_dir / "config.json").read_bytes())
+    marker = tmp_path / "pwned"
+    weights = {"transformer.wte.weight": torch.zeros(2), "payload": CreatesAFile(marker)}
+    torch.save(weights, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError) as raised:
+        load_pretrained(str(folder))
+    message = str(raised.value)
+    assert message.startswith(f"model.init_from={folder}: its pytorch_model.bin holds code (pickled objects")
+    assert "tensors, such as getattr), so it was not loaded; pass a folder with model.safetensors" in message
+    assert "weights_only=False" not in message and "\n" not in message  # not torch's advice; one line
+    assert not marker.exists()
 
 
 # nanoGPT's config/finetune_shakespeare.py (with its train.py defaults for what that file leaves out)

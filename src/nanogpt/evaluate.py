@@ -1,17 +1,24 @@
 """``nanogpt-eval``: score a checkpoint on the whole val split and write the result beside it.
 
+An override of a key it does not read (``model.block_size=4096``, ``data.batch_size=8``) is refused,
+not ignored: :data:`EVAL_KEYS` are the ones it reads.
+
 ``evaluate(cfg)`` is the whole job and is what tests call; ``main`` is the console script.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
@@ -24,6 +31,39 @@ from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
 from nanogpt.run_dir import resolve_checkpoint
+from nanogpt.sample import inference_device
+
+# The keys nanogpt-eval reads, and the config groups it composes (data=shakespeare_gpt2 picks one).
+# eval.yaml holds more, which it never reads: the data group's training options (its batch_size,
+# eval_batches, ...), and model.block_size and seed, there only because the data group refers to them.
+EVAL_GROUPS = ("data", "bleu", "paths")
+EVAL_KEYS = (
+    *("ckpt_path", "batch_size", "device"),
+    *(f"data.{f.name}" for f in dataclasses.fields(CorpusConfig)),
+    *(f"bleu.{f.name}" for f in dataclasses.fields(BleuSettings)),
+    *("paths.root_dir", "paths.data_dir"),  # data.data_dir is under them
+)
+# why a key a user may reach for is not one of them
+NOT_READ = {
+    "model.block_size": "the windows are the checkpoint's own context",
+    "data.block_size": "the windows are the checkpoint's own context",
+    "data.batch_size": "windows per forward pass are batch_size",
+    "data.eval_batches": "nanogpt-eval scores the whole val split",
+    "seed": "nanogpt-eval draws nothing at random; BLEU sampling uses bleu.seed",
+}
+
+
+def refuse_unread_overrides(overrides: Sequence[str]) -> None:
+    """Refuse an override of a key nanogpt-eval does not read, which would change nothing, silently."""
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key in EVAL_KEYS or key in EVAL_GROUPS or key.startswith(("hydra.", "hydra/")):
+            continue
+        why = f" ({NOT_READ[key]})" if key in NOT_READ else ""
+        raise ValueError(
+            f"{override.input_line}: nanogpt-eval does not read {key}{why}; drop it. The keys it reads: "
+            + ", ".join(EVAL_KEYS)
+        )
 
 
 @torch.no_grad()
@@ -46,8 +86,9 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
     out = out or sys.stdout
     bleu = BleuSettings(**OmegaConf.to_container(cfg.bleu, resolve=True))
     batch_size = positive_int(cfg.batch_size, "batch_size")
+    device = inference_device(cfg.device)
     path = resolve_checkpoint(cfg.ckpt_path, "best")
-    model, tokenizer, hparams = load_checkpoint(path, cfg.device)
+    model, tokenizer, hparams = load_checkpoint(path, device)
 
     # the data group's corpus options; the model decides the window length
     corpus = prepare_corpus(CorpusConfig.from_data(cfg.data))
@@ -102,6 +143,7 @@ def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors_in_one_line():
+        refuse_unread_overrides(HydraConfig.get().overrides.task)
         evaluate(cfg)
 
 

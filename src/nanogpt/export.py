@@ -6,14 +6,16 @@ its tokenizer files (``vocab.json``, ``merges.txt``) for ``AutoTokenizer``; any 
 described in ``nanogpt_tokenizer.json`` and the folder's ``README.md`` says how to use it.
 
 The folder is built under a temporary name beside ``out_dir`` and renamed into place when complete,
-so a failed export leaves no half-written folder, and an existing one is replaced only with
-``overwrite=true``.
+so a failed export leaves no half-written folder. An existing one is replaced only with
+``overwrite=true``, and only when it holds nothing but an earlier export's files: a run folder, a
+checkpoint, or any other file is never deleted.
 
 ``export(cfg)`` is the whole job and is what tests call; ``main`` is the console script.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import secrets
@@ -30,18 +32,80 @@ from nanogpt.data import Tokenizer
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.hf_gpt2 import hf_model_from_gpt, write_gpt2_tokenizer
 from nanogpt.model import GPT
+from nanogpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
 TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
+README = "README.md"
+
+
+# What an export writes: save_pretrained's model and generation config (a big model's weights in
+# shards, with their index), a GPT-2 tokenizer's files, or ours, and the README. overwrite=true
+# replaces a folder holding nothing else, so it never deletes a file that an export did not write.
+EXPORT_FILES = (
+    *("config.json", "generation_config.json", "model.safetensors"),
+    *("model-*-of-*.safetensors", "model.safetensors.index.json"),
+    *("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"),
+    *(TOKENIZER_FILE, README),
+)
+NEW_FOLDER_FIX = "pass a new out_dir, e.g. out_dir=exports/<name>"
+
+
+def is_export_file(path: Path) -> bool:
+    return path.is_file() and any(fnmatch.fnmatchcase(path.name, pattern) for pattern in EXPORT_FILES)
+
+
+def is_run_folder(folder: Path) -> bool:
+    return (folder / RESULT_FILE).is_file() or (
+        (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINTS).is_dir()
+    )
+
+
+def run_files_in(folder: Path) -> Path | None:
+    """A run's ``result.json`` or a checkpoint in ``folder`` or at most two levels below it (where
+    ``runs/`` holds its runs, ``runs/<name>/<time>``), or None."""
+    for depth in range(3):
+        for pattern in (RESULT_FILE, "*.ckpt"):
+            found = next(folder.glob("*/" * depth + pattern), None)
+            if found is not None:
+                return found
+    return None
 
 
 def refuse_existing(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an ``out_dir`` that holds files, unless ``overwrite``; a file there is always refused."""
+    """Refuse an ``out_dir`` the export must not write: a file, a run folder, a folder holding runs or
+    checkpoints, or one inside a run's checkpoints; and one that holds files unless ``overwrite``, and
+    then only if they are all an earlier export's (:data:`EXPORT_FILES`)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"out_dir={out_dir} is a file; pass out_dir=/path/to/a/new/folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"out_dir={out_dir} is a file; {NEW_FOLDER_FIX}")
+    real = out_dir.resolve()
+    for parent in real.parents:
+        if parent.name == CHECKPOINTS and (is_run_folder(parent.parent) or run_files_in(parent)):
+            raise FileExistsError(
+                f"out_dir={out_dir} is inside {parent}, a run's checkpoints; {NEW_FOLDER_FIX}"
+            )
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if is_run_folder(real):
         raise FileExistsError(
-            f"out_dir={out_dir} already holds files, which the export would replace; pass a new "
-            "out_dir, or overwrite=true to replace that folder"
+            f"out_dir={out_dir} is a run folder, which an export must not replace; {NEW_FOLDER_FIX}"
+        )
+    found = run_files_in(real)
+    if found is not None:
+        what = "a run's record" if found.name == RESULT_FILE else "a checkpoint"
+        raise FileExistsError(
+            f"out_dir={out_dir} holds {what} ({found.relative_to(real)}), which an export must not "
+            f"replace; {NEW_FOLDER_FIX}"
+        )
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir() if not is_export_file(p))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"out_dir={out_dir} holds files that no export wrote ({shown}); {NEW_FOLDER_FIX} "
+            "(overwrite=true replaces only an earlier export)"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"out_dir={out_dir} already holds an export; {NEW_FOLDER_FIX}, or overwrite=true to replace it"
         )
 
 
@@ -97,7 +161,7 @@ def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, source: str) ->
         write_gpt2_tokenizer(folder, model_max_length=model.config.block_size)
     else:
         (folder / TOKENIZER_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    (folder / "README.md").write_text(readme(source, meta))
+    (folder / README).write_text(readme(source, meta))
 
 
 def export(cfg: DictConfig) -> Path:

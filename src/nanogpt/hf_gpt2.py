@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -221,6 +223,16 @@ def load_hf_gpt2(init_from: str) -> GPT2LMHeadModel:
     source = GPT2_HUB_IDS.get(init_from) or checkpoint_folder(init_from)
     try:
         return transformers.GPT2LMHeadModel.from_pretrained(source)
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused a pickled object other than a tensor: loading it
+        # would run code. torch's own message ends by suggesting weights_only=False; we do not.
+        found = re.search(r"GLOBAL (\S+)", str(err))  # what it would have called
+        what = f", such as {found.group(1)}" if found else ""
+        raise ValueError(
+            f"model.init_from={init_from}: its pytorch_model.bin holds code (pickled objects other than "
+            f"tensors{what}), so it was not loaded; pass a folder with model.safetensors (weights only, "
+            "no code), from a source you trust"
+        ) from err
     except OSError as err:
         if isinstance(source, Path):  # a local folder that is not a complete checkpoint
             raise FileNotFoundError(

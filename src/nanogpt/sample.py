@@ -23,6 +23,37 @@ from nanogpt.options import positive_int
 FILE_PREFIX = "FILE:"
 
 
+def inference_device(device: str) -> str:
+    """The device ``nanogpt-sample`` or ``nanogpt-eval`` runs on: ``auto`` is cuda when there is a CUDA
+    device, else cpu. One this machine lacks is refused with the values that work here."""
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device={device} is not a device torch knows; pass device=auto, cpu or cuda"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        lacks = (
+            "this torch has no CUDA (a CPU-only build)"
+            if torch.version.cuda is None
+            else "this machine has no CUDA device"
+        )
+        raise ValueError(f"device={device}, but {lacks}; pass device=cpu or device=auto")
+    count = torch.cuda.device_count()
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= count:
+        there = f"{count} CUDA device{'s' * (count != 1)}"
+        which = "cuda:0" if count == 1 else f"one of cuda:0 to cuda:{count - 1}"
+        raise ValueError(f"device={device}, but this machine has {there}; pass device={which}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device}, but this machine has no Apple GPU (MPS); pass device=cpu or device=auto"
+        )
+    return device
+
+
 def read_prompt(prompt: str | None) -> str:
     """The prompt text; ``FILE:path.txt`` reads it from a file."""
     prompt = "" if prompt is None else str(prompt)
@@ -84,7 +115,7 @@ def sample(cfg: DictConfig, out: TextIO | None = None) -> list[str]:
     check_sampling(cfg.temperature, cfg.top_k, cfg.top_p)
     positive_int(cfg.num_samples, "num_samples")
     positive_int(cfg.max_new_tokens, "max_new_tokens")
-    model, tokenizer, _ = load_checkpoint(cfg.ckpt_path, cfg.device)
+    model, tokenizer, _ = load_checkpoint(cfg.ckpt_path, inference_device(cfg.device))
     device = model.lm_head.weight.device
     ids, note = encode_prompt(read_prompt(cfg.prompt), tokenizer)
     if note:
