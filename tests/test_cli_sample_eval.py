@@ -11,8 +11,9 @@ from omegaconf import DictConfig, open_dict
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer, GPT2Tokenizer
+from nanogpt.devices import inference_device
 from nanogpt.evaluate import evaluate, refuse_unread_overrides
-from nanogpt.sample import encode_prompt, inference_device, read_prompt, sample
+from nanogpt.sample import encode_prompt, read_prompt, sample
 from nanogpt.train import train
 
 from .helpers import run_cli

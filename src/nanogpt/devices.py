@@ -4,6 +4,8 @@
   refused with the CPU recipe and override that work here.
 - :func:`processes_per_job`: how many training processes a trainer config starts (devices x nodes);
   :func:`local_rank`: which of its machine's processes this one is, before Lightning knows.
+- :func:`inference_device`: the device ``nanogpt-sample`` and ``nanogpt-eval`` run on, one this
+  machine lacks refused with those it has.
 - bf16 on a CPU without native bf16 instructions (AVX512-BF16 or AMX) is emulated: about 7x slower
   than float32 (255 s against 36 s for 250 steps of the CPU recipe on an AVX2-only AMD EPYC), so it
   is warned about once at start.
@@ -84,3 +86,34 @@ def local_rank(env: Mapping[str, str] | None = None) -> int:
         if env.get(key, "").isdigit():
             return int(env[key])
     return 0
+
+
+def inference_device(device: str) -> str:
+    """The device ``nanogpt-sample`` or ``nanogpt-eval`` runs on: ``auto`` is cuda when there is a CUDA
+    device, else cpu. One this machine lacks is refused with the values that work here."""
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device={device} is not a device torch knows; pass device=auto, cpu or cuda"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        lacks = (
+            "this torch has no CUDA (a CPU-only build)"
+            if torch.version.cuda is None
+            else "this machine has no CUDA device"
+        )
+        raise ValueError(f"device={device}, but {lacks}; pass device=cpu or device=auto")
+    count = torch.cuda.device_count()
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= count:
+        there = f"{count} CUDA device{'s' * (count != 1)}"
+        which = "cuda:0" if count == 1 else f"one of cuda:0 to cuda:{count - 1}"
+        raise ValueError(f"device={device}, but this machine has {there}; pass device={which}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device}, but this machine has no Apple GPU (MPS); pass device=cpu or device=auto"
+        )
+    return device

@@ -25,13 +25,13 @@ from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CorpusConfig, prepare_corpus
 from nanogpt.data.windows import EvalWindows, check_split_fits
+from nanogpt.devices import inference_device
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.metrics.bleu import TOKENIZE, BleuSettings, evaluate_bleu
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
 from nanogpt.run_dir import resolve_checkpoint
-from nanogpt.sample import inference_device
 
 # The keys nanogpt-eval reads, and the config groups it composes (data=shakespeare_gpt2 picks one).
 # eval.yaml holds more, which it never reads: the data group's training options (its batch_size,

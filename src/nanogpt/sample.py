@@ -16,42 +16,12 @@ from omegaconf import DictConfig
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
+from nanogpt.devices import inference_device
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.model import check_sampling
 from nanogpt.options import positive_int
 
 FILE_PREFIX = "FILE:"
-
-
-def inference_device(device: str) -> str:
-    """The device ``nanogpt-sample`` or ``nanogpt-eval`` runs on: ``auto`` is cuda when there is a CUDA
-    device, else cpu. One this machine lacks is refused with the values that work here."""
-    device = str(device)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise ValueError(
-            f"device={device} is not a device torch knows; pass device=auto, cpu or cuda"
-        ) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        lacks = (
-            "this torch has no CUDA (a CPU-only build)"
-            if torch.version.cuda is None
-            else "this machine has no CUDA device"
-        )
-        raise ValueError(f"device={device}, but {lacks}; pass device=cpu or device=auto")
-    count = torch.cuda.device_count()
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= count:
-        there = f"{count} CUDA device{'s' * (count != 1)}"
-        which = "cuda:0" if count == 1 else f"one of cuda:0 to cuda:{count - 1}"
-        raise ValueError(f"device={device}, but this machine has {there}; pass device={which}")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(
-            f"device={device}, but this machine has no Apple GPU (MPS); pass device=cpu or device=auto"
-        )
-    return device
 
 
 def read_prompt(prompt: str | None) -> str:
