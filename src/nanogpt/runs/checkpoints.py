@@ -4,7 +4,8 @@
   over it. ``kill -9`` in the middle of a save leaves the previous file whole.
 - :class:`LastCheckpoint`: ``last.ckpt`` in the run's checkpoint folder always holds the newest state: every
   ``every_n_train_steps`` steps, after every validation, when training ends, and on Ctrl-C or
-  SIGTERM, both of which stop at the end of the current step.
+  SIGTERM, both of which stop at the end of the current step. A step that validates is saved after
+  its validation, so the file holds that step's val/loss and resumes exactly.
 - :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
   same dropout masks as an uninterrupted one.
 
@@ -26,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import write_atomically
+from nanogpt.loop import validation_follows
 from nanogpt.run_dir import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
@@ -97,12 +99,17 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+        due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
+        # A validation due at this step comes after this hook, and its save holds the step's whole
+        # state (the val point of the loss history, best.ckpt's score, the generators it drew from).
+        if due and not validation_follows(trainer):
             self._save(trainer)
         if self._ctrl_c:
             raise KeyboardInterrupt  # at a step boundary; Lightning's shutdown calls on_exception
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # replaces a save of this step made before the validation, were one made all the same
+        self._saved_step = None
         self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
