@@ -427,8 +427,11 @@ def test_a_nan_loss_stops_the_run_naming_that_step_and_keeps_the_good_checkpoint
         train(cfg)
     run = Path(cfg.paths.output_dir)
     result = json.loads((run / "result.json").read_text())
-    assert result["status"] == "failed" and f"at step {nan_at}" in result["error"]
+    assert result["status"] == "failed" and f"train/loss is nan at step {nan_at};" in result["error"]
     assert result["step"] == stops_at
+    # the message and the record agree on where the run stopped
+    stopped = "the run stops there" if stops_at == nan_at else f"stopped at step {stops_at}"
+    assert stopped in result["error"]
     for name in ("best.ckpt", "last.ckpt"):  # saved at step 10, before the NaN; never replaced by it
         ckpt = read_checkpoint(run / "checkpoints" / name)
         assert ckpt["global_step"] == 10
