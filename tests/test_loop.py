@@ -4,6 +4,7 @@ run, exact resume, interrupts and crashes that lose little, clear words about th
 import json
 import logging
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,33 +158,59 @@ def test_the_last_step_trains_at_lr_times_min_lr_ratio(max_steps, lr):
 
 
 def test_resume_with_dropout_is_bitwise_equal_to_an_uninterrupted_run(cfg_tiny, tmp_path):
+    # Step 20 both validates and is a periodic save of last.ckpt: the file must hold the state after
+    # that validation (its val point, and the generators the validation drew from), or the resumed
+    # losses differ from the straight run's
     cfg = shaped(cfg_tiny, model__dropout=0.1)
     with open_dict(cfg):
         cfg.callbacks.bleu = None
+        cfg.callbacks.last_checkpoint.every_n_train_steps = 20
+    saved_at_20 = tmp_path / "saved_at_20" / "last.ckpt"
     straight = cfg.copy()
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
+        straight.callbacks.keep = {
+            "_target_": "tests.test_loop.CopyLastCkptAt",
+            "step": 20,
+            "dirpath": straight.paths.checkpoint_dir,
+            "to": str(saved_at_20),
+        }
     train(straight)
+    assert read_checkpoint(saved_at_20)["global_step"] == 20
 
-    first = shaped(cfg.copy(), trainer__max_steps=20, scheduler__decay_steps=40)  # the 40-step schedule
-    with open_dict(first):
-        first.paths.output_dir = str(tmp_path / "first")
-    train(first)
     second = cfg.copy()
     with open_dict(second):
         second.paths.output_dir = str(tmp_path / "second")
-        second.ckpt_path = str(tmp_path / "first")  # a run folder: its last.ckpt
+        second.ckpt_path = str(saved_at_20)
     train(second)
 
     def losses(run: str) -> dict[str, str]:
         return {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / run) if r.get("train/loss")}
 
-    resumed = {**losses("first"), **losses("second")}
+    first_half = {s: v for s, v in losses("straight").items() if int(s) <= 20}
+    resumed = {**first_half, **losses("second")}
     assert list(resumed) == [str(s) for s in range(1, 41)]
     assert resumed == losses("straight")  # the exact strings logged, step by step
     a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
     b = read_checkpoint(tmp_path / "second" / "checkpoints" / "last.ckpt")["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the resumed run's history is the whole run's, with step 20's validation in it once
+    history = json.loads((tmp_path / "second" / "result.json").read_text())["history"]
+    straight_history = json.loads((tmp_path / "straight" / "result.json").read_text())["history"]
+    assert [s for s, _ in history["val/loss"]] == [20, 40]
+    assert history == straight_history
+
+
+class CopyLastCkptAt(Callback):
+    """Copy ``last.ckpt`` as it stands once step ``step`` is done (its validation too) to ``to``."""
+
+    def __init__(self, step: int, dirpath: str, to: str) -> None:
+        self.step, self.source, self.to = step, Path(dirpath) / "last.ckpt", Path(to)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step and not self.to.exists():
+            self.to.parent.mkdir(parents=True)
+            shutil.copy(self.source, self.to)
 
 
 def test_ckpt_path_last_resumes_the_newest_run_of_the_experiment(cfg_tiny, tmp_path, caplog):
@@ -400,8 +427,11 @@ def test_a_nan_loss_stops_the_run_naming_that_step_and_keeps_the_good_checkpoint
         train(cfg)
     run = Path(cfg.paths.output_dir)
     result = json.loads((run / "result.json").read_text())
-    assert result["status"] == "failed" and f"at step {nan_at}" in result["error"]
+    assert result["status"] == "failed" and f"train/loss is nan at step {nan_at};" in result["error"]
     assert result["step"] == stops_at
+    # the message and the record agree on where the run stopped
+    stopped = "the run stops there" if stops_at == nan_at else f"stopped at step {stops_at}"
+    assert stopped in result["error"]
     for name in ("best.ckpt", "last.ckpt"):  # saved at step 10, before the NaN; never replaced by it
         ckpt = read_checkpoint(run / "checkpoints" / name)
         assert ckpt["global_step"] == 10

@@ -40,26 +40,45 @@ def test_last_ckpt_holds_the_final_step_even_when_val_loss_never_improves(cfg_ti
     assert read_checkpoint(ckpts / "best.ckpt")["global_step"] == 20
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint_and_marks_the_run_failed(cfg_tiny, monkeypatch):
+def test_a_full_disk_keeps_the_previous_checkpoint_says_so_and_marks_the_run_failed(cfg_tiny, monkeypatch):
     real_save = torch.save
 
     def disk_full_at_step_40(obj, f, *args, **kwargs):
         if isinstance(obj, dict) and obj.get("global_step") == 40:
-            f.write(b"half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            f = FullDisk(f, room=1000)  # what torch does then: RuntimeError from its zip writer
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", disk_full_at_step_40)
     with open_dict(cfg_tiny):
         cfg_tiny.callbacks.bleu = None
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(
+        OSError, match=r"disk full: no room to write .*\.ckpt .* free on .*checkpoints"
+    ) as err:
         train(cfg_tiny)
+    assert err.value.errno == errno.ENOSPC and "inline_container" not in str(err.value)
     run = Path(cfg_tiny.paths.output_dir)
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 20  # whole, not replaced
+    for name in ("best.ckpt", "last.ckpt"):
+        assert read_checkpoint(run / "checkpoints" / name)["global_step"] == 20  # whole, not replaced
     assert not [p.name for p in (run / "checkpoints").iterdir() if p.suffix != ".ckpt"]  # no orphan
     result = strict_json(run / "result.json")
-    assert result["status"] == "failed" and "No space left on device" in result["error"]
+    assert result["status"] == "failed" and "disk full" in result["error"]
     assert "resume" in result  # from the step-20 last.ckpt
+
+
+class FullDisk:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def test_stale_temporary_files_of_killed_writers_are_removed(tmp_path):

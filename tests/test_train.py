@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
+from nanogpt.checkpoint import TrainedOn, check_resumable
+from nanogpt.derive import RunFacts, derive
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.model import GPTConfig
 from nanogpt.optimizers import adamw
 from nanogpt.train import train
 
-from .helpers import TINY, column, read_metrics, run_cli
+from .helpers import TINY, column, make_text, read_metrics, run_cli
 
 
 def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):
@@ -145,15 +148,84 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(cfg_tiny, tmp_path):
         attempt(4)
 
 
-def test_resuming_with_another_model_shape_names_the_override(cfg_tiny, tmp_path):
-    train(cfg_tiny)
-    other = cfg_tiny.copy()
-    with open_dict(other):
-        other.paths.output_dir = str(tmp_path / "other")
-        other.model.n_embd = 64
-        other.ckpt_path = str(Path(cfg_tiny.paths.output_dir) / "checkpoints" / "last.ckpt")
+def test_a_resume_that_cannot_continue_the_run_is_refused_naming_the_fix(cfg_tiny, tmp_path, caplog):
+    train(cfg_tiny)  # 40 steps
+    last = Path(cfg_tiny.paths.output_dir) / "checkpoints" / "last.ckpt"
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text(make_text(seed=1))  # the same lines, so the same vocabulary, in another order
+
+    def resume(name: str, **values) -> dict:
+        cfg = cfg_tiny.copy()
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / name)
+            cfg.ckpt_path = str(last)
+            for key, value in values.items():
+                OmegaConf.update(cfg, key.replace("__", "."), value)
+        return train(cfg)
+
     with pytest.raises(ValueError, match=r"different model.*resume with model.n_embd=32"):
-        train(other)
+        resume("wider", model__n_embd=64, trainer__max_steps=80)
+    for max_steps in (40, 30):
+        with pytest.raises(
+            ValueError,
+            match=rf"saved at step 40, and trainer.max_steps={max_steps} leaves nothing to train: pass "
+            r"trainer.max_steps above 40.*scheduler.decay_steps=",
+        ):
+            resume(f"max{max_steps}", trainer__max_steps=max_steps)
+        # refused before training, not "completed" with the checkpoint's stale best
+        result = json.loads((tmp_path / f"max{max_steps}" / "result.json").read_text())
+        assert result["status"] == "failed" and "leaves nothing to train" in result["error"]
+    with pytest.raises(
+        ValueError, match=r"trained on another corpus: .*input.txt.*not .*shuffled.txt.*allow_new_corpus=true"
+    ):
+        resume("shuffled", data__path=str(shuffled), trainer__max_steps=80)
+
+    # asked for, another corpus is logged; another stream (seed, batch size) is named, old and new
+    with caplog.at_level(logging.INFO, logger="nanogpt"):
+        metrics = resume(
+            "fine_tune",
+            data__path=str(shuffled),
+            allow_new_corpus=True,
+            trainer__max_steps=42,
+            seed=7,
+            data__batch_size=4,
+        )
+    assert metrics["step"] == 42
+    assert "allow_new_corpus=true" in caplog.text and "goes on training it on" in caplog.text
+    assert "data.seed=7" in caplog.text and "1337" in caplog.text
+    assert "data.batch_size=4, where" in caplog.text and "had 8" in caplog.text
+
+
+def test_a_resumed_run_goes_on_with_the_checkpoints_seed_and_says_so(cfg_tiny, caplog):
+    # the checkpoint's generators are restored and its stream goes on, so its seed is the run's
+    saved = TrainedOn(corpus_checksum="ab" * 32, corpus_source="a text", seed=1337, batch_size=8)
+    with open_dict(cfg_tiny):
+        cfg_tiny.seed = 7
+    with caplog.at_level(logging.WARNING, logger="nanogpt"):
+        cfg = derive(cfg_tiny, RunFacts(vocab_size=30, resume_from=Path("last.ckpt"), resumed=saved))
+    assert cfg.seed == cfg.data.seed == 1337
+    assert "asks for data.seed=7" in caplog.text and "goes on with seed 1337" in caplog.text
+    assert cfg_tiny.seed == 7  # derive leaves its input alone
+    caplog.clear()
+    same = derive(cfg, RunFacts(vocab_size=30, resume_from=Path("last.ckpt"), resumed=saved))
+    assert same.seed == 1337 and caplog.text == ""
+
+
+def test_a_checkpoint_from_before_the_data_record_resumes_with_a_warning(cfg_tiny, tmp_path, caplog):
+    module = GPTLightningModule(GPTConfig(block_size=32, vocab_size=30, n_layer=1, n_head=1, n_embd=8))
+    old = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "loops": {},
+        "optimizer_states": [],
+        "global_step": 10,
+    }
+    path = tmp_path / "old.ckpt"
+    torch.save(old, path)
+    now = TrainedOn(corpus_checksum="ab" * 32, corpus_source="a text", seed=1337, batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="nanogpt"):
+        check_resumable(path, module.model.config, now, max_steps=20)
+    assert "does not record the data it was trained on" in caplog.text
 
 
 def test_a_failed_run_never_overwrites_an_earlier_runs_checkpoints(cfg_tiny, tmp_path):

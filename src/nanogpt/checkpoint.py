@@ -85,8 +85,43 @@ def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-def check_resumable(path: Path, model_config: GPTConfig) -> None:
-    """Refuse to resume from ``path`` unless it is a training checkpoint of this very model shape.
+@dataclasses.dataclass(frozen=True)
+class TrainedOn:
+    """What a training checkpoint records of the data its run trained on, so that a resume can tell
+    whether it goes on with the same stream: the corpus (:class:`~nanogpt.data.corpus.CorpusMeta`'s
+    checksum, and its source in words) and what draws the training batches from it, ``data.seed``
+    and ``data.batch_size`` (batch *i* is a function of the seed, the rank, *i* and the size).
+    """
+
+    corpus_checksum: str
+    corpus_source: str
+    seed: int
+    batch_size: int
+
+    KEY = "trained_on"  # of the checkpoint dict; checkpoints before it was recorded lack it
+
+    @classmethod
+    def saved_in(cls, ckpt: dict[str, Any]) -> TrainedOn | None:
+        """The record in a checkpoint, or ``None`` for one written before nanogpt recorded it."""
+        fields = ckpt.get(cls.KEY)
+        return cls(**fields) if isinstance(fields, dict) else None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> TrainedOn | None:
+        """The record in the checkpoint file ``path`` (its tensors are not read)."""
+        return cls.saved_in(read_checkpoint(path, mmap=True))
+
+
+def check_resumable(
+    path: Path,
+    model_config: GPTConfig,
+    trained_on: TrainedOn | None = None,
+    max_steps: int | None = None,
+    allow_new_corpus: bool = False,
+) -> None:
+    """Refuse to resume from ``path`` unless it is a training checkpoint of this very model shape,
+    with steps left to train before ``max_steps``, on the corpus it was trained on (unless
+    ``allow_new_corpus``); warn when the training stream's seed or batch size changes.
 
     Checked before Lightning opens it, so a wrong file fails with the fix rather than deep inside ``fit()``.
     """
@@ -106,6 +141,61 @@ def check_resumable(path: Path, model_config: GPTConfig) -> None:
         raise ValueError(
             f"ckpt_path={path} holds a different model ({diff}, saved vs asked); resume with {fixes}"
         )
+    step = ckpt.get("global_step", 0)
+    if max_steps is not None and 0 <= max_steps <= step:
+        raise ValueError(
+            f"ckpt_path={path} was saved at step {step}, and trainer.max_steps={max_steps} leaves nothing "
+            f"to train: pass trainer.max_steps above {step} to train longer. The schedule follows "
+            f"trainer.max_steps, so its cosine restarts over the new length; to go on at the run's final "
+            f"rate, also pass scheduler.decay_steps=<the saved run's trainer.max_steps> (README: Resuming)"
+        )
+    if trained_on is not None:
+        check_same_data(path, TrainedOn.saved_in(ckpt), trained_on, allow_new_corpus)
+
+
+def check_same_data(path: Path, saved: TrainedOn | None, now: TrainedOn, allow_new_corpus: bool) -> None:
+    """Refuse a resume on another corpus unless ``allow_new_corpus``; warn about another stream."""
+    if saved is None:
+        log.warning(
+            "ckpt_path=%s does not record the data it was trained on (an older nanogpt wrote it): "
+            "resuming on %s without checking that it is the same corpus, seed and batch size",
+            path,
+            now.corpus_source,
+        )
+        return
+    if saved.corpus_checksum != now.corpus_checksum:
+        if not allow_new_corpus:
+            raise ValueError(
+                f"ckpt_path={path} was trained on another corpus: {saved.corpus_source} (checksum "
+                f"{saved.corpus_checksum[:12]}), not {now.corpus_source} (checksum "
+                f"{now.corpus_checksum[:12]}); resume on the data it was trained on, or pass "
+                "allow_new_corpus=true to go on training on this one"
+            )
+        log.info(
+            "allow_new_corpus=true: ckpt_path=%s was trained on %s (checksum %s); this run goes on "
+            "training it on %s (checksum %s)",
+            path,
+            saved.corpus_source,
+            saved.corpus_checksum[:12],
+            now.corpus_source,
+            now.corpus_checksum[:12],
+        )
+    for key, old, new in [
+        ("data.seed", saved.seed, now.seed),
+        ("data.batch_size", saved.batch_size, now.batch_size),
+    ]:
+        if old != new:
+            log.warning(
+                "resuming with %s=%s, where ckpt_path=%s's run had %s: the resumed run draws other "
+                "training batches than that run would have (batch i of the stream is a function of "
+                "data.seed, the rank, i and data.batch_size); resume with %s=%s to continue its stream",
+                key,
+                new,
+                path,
+                old,
+                key,
+                old,
+            )
 
 
 def load_checkpoint(

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nanogpt.checkpoint import TrainedOn
 from nanogpt.devices import processes_per_job
 from nanogpt.hf_gpt2 import SHAPE_FIELDS, apply_pretrained_shape, hydra_value
 from nanogpt.loop import accumulation_for
@@ -35,6 +36,8 @@ class RunFacts:
     sweep_job: bool = False  # a job of nanogpt-train -m
     launched_outside: bool = False  # torchrun or srun started the ranks (nothing relaunches them)
     resume_from: Path | None = None  # the checkpoint file ckpt_path means, if any
+    # what that checkpoint records of its run's data (None: no resume, or an older checkpoint)
+    resumed: TrainedOn | None = None
 
 
 def model_fields(
@@ -58,7 +61,9 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
       from the data when null;
     - ``trainer.accumulate_grad_batches`` from ``data.global_batch_tokens``, when that is set;
     - ``trainer.strategy`` of a sweep job that starts several processes (``ddp`` -> ``ddp_spawn``);
-    - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick).
+    - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick);
+    - ``seed`` and ``data.seed`` of a resumed run: the checkpoint's, which drew its stream and its
+      generators (a resume goes on with both), with a warning when the command asked for another.
     """
     out = copy.deepcopy(cfg)
     with open_dict(out):
@@ -88,6 +93,21 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
                 out.trainer.strategy = strategy
         if facts.resume_from is not None:
             out.ckpt_path = str(facts.resume_from)
+        if facts.resumed is not None and out.data.seed != facts.resumed.seed:
+            log.warning(
+                "seed: this command asks for data.seed=%s, but ckpt_path=%s's run drew its training "
+                "stream (and its random generators, which resume restores) from seed %s: the resumed "
+                "run goes on with seed %s, as its config.yaml records. To train with seed %s, start a "
+                "new run (without ckpt_path)",
+                out.data.seed,
+                out.ckpt_path,
+                facts.resumed.seed,
+                facts.resumed.seed,
+                out.data.seed,
+            )
+            if out.seed == out.data.seed:  # data.seed follows seed (configs/data/text.yaml)
+                out.seed = facts.resumed.seed
+            out.data.seed = facts.resumed.seed
     return out
 
 

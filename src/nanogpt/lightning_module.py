@@ -13,7 +13,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.text import Perplexity
 
-from nanogpt.checkpoint import CHECKPOINT_FORMAT
+from nanogpt.checkpoint import CHECKPOINT_FORMAT, TrainedOn
 from nanogpt.loop import is_logging_step
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT, GPTConfig, ParamGroups
@@ -31,6 +31,8 @@ class GPTLightningModule(L.LightningModule):
             factory of :mod:`nanogpt.optimizers` as a Hydra ``_partial_``, with its hyperparameters.
         scheduler: builds a per-step LR scheduler from the optimizer, or ``None`` for a constant LR.
         compile: wrap the model in ``torch.compile``.
+        trained_on: the corpus and the training stream, recorded in every checkpoint so that a
+            resume can refuse another corpus and name a changed seed or batch size.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class GPTLightningModule(L.LightningModule):
         optimizer: Callable[[ParamGroups], torch.optim.Optimizer] | None = None,
         scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         compile: bool = False,
+        trained_on: TrainedOn | None = None,
     ) -> None:
         super().__init__()
         config = model if isinstance(model, GPTConfig) else GPTConfig(**model)
@@ -52,6 +55,7 @@ class GPTLightningModule(L.LightningModule):
             self.model.compile()  # in place, so checkpoint keys stay those of the plain model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.trained_on = trained_on
         self.val_ppl = Perplexity()
         self.bpc_scale: float | None = None  # val/bpc per val/loss, from the data in setup()
 
@@ -60,6 +64,10 @@ class GPTLightningModule(L.LightningModule):
         corpus = getattr(self.trainer.datamodule, "corpus", None)
         if corpus is not None:
             self.bpc_scale = bpc_per_nat(corpus.meta)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trained_on is not None:
+            checkpoint[TrainedOn.KEY] = dataclasses.asdict(self.trained_on)
 
     def on_train_start(self) -> None:
         # A resumed run follows the schedule of the new command, which may not be the saved one's

@@ -2,6 +2,7 @@
 
 - :func:`is_logging_step`: whether an optimizer step is one whose metrics reach the loggers; every
   callback that measures something only for the loggers asks it.
+- :func:`validation_follows`: whether a validation comes right after the current step's hooks.
 - :func:`accumulation_for`: the gradient accumulation that makes ``data.global_batch_tokens`` tokens
   per optimizer step on this many processes, so changing the GPU count keeps the optimisation.
 - ``trainer.val_check_interval`` counts optimizer steps; Lightning counts batches, so
@@ -35,6 +36,21 @@ def is_logging_step(trainer: L.Trainer, steps_done: int) -> bool:
         return True
     every = trainer.log_every_n_steps
     return every > 0 and steps_done % every == 0
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates once the hooks of the current training batch end.
+
+    Asked in ``on_train_batch_end``, after :class:`ValidateLastStep` may have asked the loop to stop.
+    Lightning's own rule, which is private: a Lightning without it answers ``False``, and a callback
+    asking must stay correct either way (:class:`~nanogpt.runs.checkpoints.LastCheckpoint` saves
+    again after a validation it did not foresee).
+    """
+    epoch_loop = trainer.fit_loop.epoch_loop
+    should_check = getattr(epoch_loop, "_should_check_val_fx", None)
+    if should_check is None or getattr(epoch_loop, "_skip_next_val", False):
+        return False
+    return bool(should_check(trainer.fit_loop._data_fetcher))
 
 
 def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:
@@ -91,7 +107,8 @@ class ValidateLastStep(Callback):
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Raise ``FloatingPointError`` naming the first step whose training loss was NaN or infinite.
+    """Raise ``FloatingPointError`` naming the first step whose training loss was NaN or infinite,
+    and the step the run stopped at when that is a later one.
 
     Every step marks a non-finite loss on the device (a few tiny kernels, no wait); the mark is read
     off the device only on the loggers' steps, which read the loss anyway, before every validation
@@ -126,26 +143,33 @@ class StopOnNonFiniteLoss(Callback):
         step_done = trainer.global_step
         if is_logging_step(trainer, step_done) and step_done != self._read_at_step:
             self._read_at_step = step_done  # once per optimizer step, not per accumulated micro-batch
-            self._check()
+            self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check()
+        self._check(trainer)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._check()  # raised before the file is written: no checkpoint of a broken model
+        self._check(trainer)  # raised before the file is written: no checkpoint of a broken model
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check()
+        self._check(trainer)
 
-    def _check(self) -> None:
+    def _check(self, trainer: L.Trainer) -> None:
         if self._first_bad_step is None or (step := int(self._first_bad_step.item())) < 0:
             return
         saved = sorted(self.dirpath.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
         last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint was saved yet"
+        # the run's record (result.json) counts the steps it made, which may go past the broken one
+        stopped = trainer.global_step
+        stops = (
+            "the run stops there"
+            if stopped == step
+            else f"the run, which reads the loss every trainer.log_every_n_steps, stopped at step {stopped}"
+        )
         raise FloatingPointError(
-            f"train/loss is {self._first_bad_loss.item()} at step {step}; the run stops and saves nothing "
+            f"train/loss is {self._first_bad_loss.item()} at step {step}; {stops} and saves nothing "
             f"more ({last_good}). Lower optimizer.lr, raise scheduler.warmup_steps or keep "
             "trainer.gradient_clip_val, then resume from that checkpoint or start again"
         )

@@ -21,7 +21,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import check_resumable
+from nanogpt.checkpoint import TrainedOn, check_resumable
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
@@ -129,9 +129,22 @@ def build(
     if precision:
         torch.set_float32_matmul_precision(precision)
     model_config = GPTConfig(**model_fields(cfg.model))
+    trained_on = TrainedOn(
+        corpus_checksum=corpus.meta.checksum,
+        corpus_source=corpus.meta.source,
+        seed=cfg.data.seed,
+        batch_size=cfg.data.batch_size,
+    )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        check_resumable(Path(ckpt_path), model_config)
+        check_resumable(
+            Path(ckpt_path),
+            model_config,
+            trained_on,
+            # a requeued job goes on in its own folder, to its own end
+            max_steps=None if requeued else cfg.trainer.get("max_steps"),
+            allow_new_corpus=bool(cfg.get("allow_new_corpus", False)),
+        )
         # a save that kill -9 cut short left its temporary file beside the checkpoint
         for orphan in remove_stale_temps(Path(ckpt_path).parent):
             log.info("removed %s, a checkpoint write cut short by a killed process", orphan)
@@ -146,6 +159,7 @@ def build(
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         compile=cfg.get("compile", False),
+        trained_on=trained_on,
     )
     if pretrained is not None:
         module.model.load_state_dict(pretrained)

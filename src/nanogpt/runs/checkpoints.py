@@ -4,7 +4,8 @@
   over it. ``kill -9`` in the middle of a save leaves the previous file whole.
 - :class:`LastCheckpoint`: ``last.ckpt`` in the run's checkpoint folder always holds the newest state: every
   ``every_n_train_steps`` steps, after every validation, when training ends, and on Ctrl-C or
-  SIGTERM, both of which stop at the end of the current step.
+  SIGTERM, both of which stop at the end of the current step. A step that validates is saved after
+  its validation, so the file holds that step's val/loss and resumes exactly.
 - :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
   same dropout masks as an uninterrupted one.
 
@@ -13,7 +14,9 @@ Reading checkpoints back is :mod:`nanogpt.checkpoint`'s job.
 
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import write_atomically
+from nanogpt.loop import validation_follows
 from nanogpt.run_dir import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
@@ -43,7 +47,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        write_atomically(path, lambda f: torch.save(checkpoint, f))
+        try:
+            write_atomically(path, lambda f: torch.save(checkpoint, f))
+        except (OSError, RuntimeError) as err:
+            if not out_of_space(err):
+                raise
+            # torch's writer reports a full disk as "[enforce fail at inline_container.cc] unexpected pos"
+            folder = Path(path).parent
+            size, free = in_units(tensor_bytes(checkpoint)), in_units(shutil.disk_usage(folder).free)
+            raise OSError(
+                errno.ENOSPC,
+                f"disk full: no room to write {path} (a checkpoint of about {size}; {free} free on "
+                f"{folder}); the previous {Path(path).name}, if any, is whole. Free some space, or set "
+                "paths.checkpoint_dir to a disk with room",
+            ) from err
+
+
+def out_of_space(err: BaseException) -> bool:
+    """Whether ``err``, or an error it was raised while handling, is a full disk or quota."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in a checkpoint's nested dicts and lists: about its size on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def in_units(n: float) -> str:
+    """Bytes as a person reads them: 1.4 GiB, 830.2 KiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 class LastCheckpoint(Checkpoint):
@@ -97,12 +144,17 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+        due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
+        # A validation due at this step comes after this hook, and its save holds the step's whole
+        # state (the val point of the loss history, best.ckpt's score, the generators it drew from).
+        if due and not validation_follows(trainer):
             self._save(trainer)
         if self._ctrl_c:
             raise KeyboardInterrupt  # at a step boundary; Lightning's shutdown calls on_exception
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # replaces a save of this step made before the validation, were one made all the same
+        self._saved_step = None
         self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
