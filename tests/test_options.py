@@ -199,3 +199,15 @@ def test_a_model_vocabulary_smaller_than_the_datas_is_refused_naming_both(cfg_ti
     ):
         train(cfg_tiny)
     assert strict_json(Path(cfg_tiny.paths.output_dir) / "result.json")["status"] == "failed"
+
+
+def test_the_recorded_config_holds_the_warmup_a_short_run_used(caplog):
+    from nanogpt.derive import RunFacts, derive
+
+    cfg = compose_train(["experiment=shakespeare_char_cpu", "trainer.max_steps=30"])
+    with caplog.at_level(logging.WARNING, logger="nanogpt"):
+        derived = derive(cfg, RunFacts(vocab_size=65))
+    assert derived.scheduler.warmup_steps == 3 and cfg.scheduler.warmup_steps == 100
+    assert "it warms up over 3 steps, a tenth of it" in caplog.text
+    full = derive(compose_train(["experiment=shakespeare_char_cpu"]), RunFacts(vocab_size=65))
+    assert full.scheduler.warmup_steps == 100

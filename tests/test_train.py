@@ -194,6 +194,9 @@ def test_a_resume_that_cannot_continue_the_run_is_refused_naming_the_fix(cfg_tin
     assert "allow_new_corpus=true" in caplog.text and "goes on training it on" in caplog.text
     assert "data.seed=7" in caplog.text and "1337" in caplog.text
     assert "data.batch_size=4, where" in caplog.text and "had 8" in caplog.text
+    # the resumed run went on with the checkpoint's seed, and its config and record say so
+    assert OmegaConf.load(tmp_path / "fine_tune" / "config.yaml").seed == 1337
+    assert json.loads((tmp_path / "fine_tune" / "result.json").read_text())["seed"] == 1337
 
 
 def test_a_resumed_run_goes_on_with_the_checkpoints_seed_and_says_so(cfg_tiny, caplog):

@@ -22,7 +22,9 @@ from nanogpt.checkpoint import TrainedOn
 from nanogpt.devices import processes_per_job
 from nanogpt.hf_gpt2 import SHAPE_FIELDS, apply_pretrained_shape, hydra_value
 from nanogpt.loop import accumulation_for
+from nanogpt.options import WARMUP_COSINE
 from nanogpt.runs.sweep import sweep_strategy
+from nanogpt.schedule import fitted_warmup
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
       from the data when null;
     - ``trainer.accumulate_grad_batches`` from ``data.global_batch_tokens``, when that is set;
     - ``trainer.strategy`` of a sweep job that starts several processes (``ddp`` -> ``ddp_spawn``);
+    - ``scheduler.warmup_steps`` of a run shorter than its warm-up: a tenth of the run
+      (:func:`~nanogpt.schedule.fitted_warmup`, which warns);
     - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick);
     - ``seed`` and ``data.seed`` of a resumed run: the checkpoint's, which drew its stream and its
       generators (a resume goes on with both), with a warning when the command asked for another.
@@ -91,6 +95,9 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
                     strategy,
                 )
                 out.trainer.strategy = strategy
+        scheduler = out.get("scheduler")
+        if scheduler is not None and scheduler.get("_target_") == WARMUP_COSINE:
+            scheduler.warmup_steps = fitted_warmup(scheduler.warmup_steps, scheduler.decay_steps)
         if facts.resume_from is not None:
             out.ckpt_path = str(facts.resume_from)
         if facts.resumed is not None and out.data.seed != facts.resumed.seed:

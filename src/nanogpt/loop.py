@@ -2,7 +2,6 @@
 
 - :func:`is_logging_step`: whether an optimizer step is one whose metrics reach the loggers; every
   callback that measures something only for the loggers asks it.
-- :func:`validation_follows`: whether a validation comes right after the current step's hooks.
 - :func:`accumulation_for`: the gradient accumulation that makes ``data.global_batch_tokens`` tokens
   per optimizer step on this many processes, so changing the GPU count keeps the optimisation.
 - ``trainer.val_check_interval`` counts optimizer steps; Lightning counts batches, so
@@ -36,21 +35,6 @@ def is_logging_step(trainer: L.Trainer, steps_done: int) -> bool:
         return True
     every = trainer.log_every_n_steps
     return every > 0 and steps_done % every == 0
-
-
-def validation_follows(trainer: L.Trainer) -> bool:
-    """Whether Lightning validates once the hooks of the current training batch end.
-
-    Asked in ``on_train_batch_end``, after :class:`ValidateLastStep` may have asked the loop to stop.
-    Lightning's own rule, which is private: a Lightning without it answers ``False``, and a callback
-    asking must stay correct either way (:class:`~nanogpt.runs.checkpoints.LastCheckpoint` saves
-    again after a validation it did not foresee).
-    """
-    epoch_loop = trainer.fit_loop.epoch_loop
-    should_check = getattr(epoch_loop, "_should_check_val_fx", None)
-    if should_check is None or getattr(epoch_loop, "_skip_next_val", False):
-        return False
-    return bool(should_check(trainer.fit_loop._data_fetcher))
 
 
 def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:

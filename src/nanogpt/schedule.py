@@ -36,7 +36,8 @@ def warmup_cosine_factor(step: int, warmup_steps: int, decay_steps: int, min_lr_
 
 def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
     """The warm-up of a schedule of ``decay_steps`` steps: ``warmup_steps`` when it fits, else a tenth
-    of the schedule.
+    of the schedule, with a warning naming the option. ``train`` fits it before the run is recorded
+    (:func:`nanogpt.derive.derive`), so ``config.yaml`` holds the warm-up the run used.
 
     A run shorter than its warm-up (``trainer.max_steps=30`` on a recipe that warms up over 100)
     would never reach its learning rate, let alone decay. nanoGPT's recipes warm up over a small
@@ -45,7 +46,19 @@ def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
     itself decaying, the shape of the full recipe. A warm-up that fits is kept as it is, so every
     full-length recipe (and any run at least as long as its warm-up) keeps its curve exactly.
     """
-    return warmup_steps if warmup_steps <= decay_steps else decay_steps // 10
+    if warmup_steps <= decay_steps:
+        return warmup_steps
+    warmup = decay_steps // 10
+    log.warning(
+        "scheduler.warmup_steps=%d is longer than this %d-step schedule (scheduler.decay_steps, which "
+        "follows trainer.max_steps unless set): it warms up over %d steps, a tenth of it; set "
+        "scheduler.warmup_steps=N (at most %d) to choose",
+        warmup_steps,
+        decay_steps,
+        warmup,
+        decay_steps,
+    )
+    return warmup
 
 
 def check_warmup_cosine(warmup_steps: int, decay_steps: int, min_lr_ratio: float) -> None:
@@ -72,14 +85,4 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, decay_steps: int, min
     with the warm-up :func:`fitted_warmup` gives."""
     check_warmup_cosine(warmup_steps, decay_steps, min_lr_ratio)
     warmup = fitted_warmup(warmup_steps, decay_steps)
-    if warmup != warmup_steps:
-        log.warning(
-            "scheduler.warmup_steps=%d is longer than this %d-step schedule (scheduler.decay_steps, which "
-            "follows trainer.max_steps unless set): it warms up over %d steps, a tenth of it; set "
-            "scheduler.warmup_steps=N (at most %d) to choose",
-            warmup_steps,
-            decay_steps,
-            warmup,
-            decay_steps,
-        )
     return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup, decay_steps, min_lr_ratio))

@@ -115,6 +115,7 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
         sweep_job=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
         launched_outside=processes_start_outside(),
         resume_from=resume,
+        resumed=TrainedOn.read(resume) if resume else None,
     )
     return facts, corpus, pretrained
 

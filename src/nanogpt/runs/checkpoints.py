@@ -29,7 +29,6 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import write_atomically
-from nanogpt.loop import validation_follows
 from nanogpt.run_dir import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
@@ -144,16 +143,17 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        due = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
-        # A validation due at this step comes after this hook, and its save holds the step's whole
-        # state (the val point of the loss history, best.ckpt's score, the generators it drew from).
-        if due and not validation_follows(trainer):
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer)
         if self._ctrl_c:
             raise KeyboardInterrupt  # at a step boundary; Lightning's shutdown calls on_exception
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # replaces a save of this step made before the validation, were one made all the same
+        # A validation changes the step's state (the val point of the loss history, best.ckpt's
+        # score, the generators it drew from): it replaces a periodic save of the same step, which
+        # Lightning's loop makes before it validates. (Telling in advance that a validation follows
+        # needs Lightning's private loop state; two saves on such a step, every 1,500 steps with
+        # the defaults, cost less than depending on it.)
         self._saved_step = None
         self._save(trainer)
 

@@ -185,7 +185,9 @@ class RunRecord:
 
     @rank_zero_only
     def save_config(self, cfg: DictConfig) -> None:
-        """Write ``config.yaml``: ``cfg`` resolved, as the run trains with it."""
+        """Write ``config.yaml``: ``cfg`` resolved, as the run trains with it; the record takes its seed
+        (a resumed run goes on with its checkpoint's)."""
+        self.result.seed = cfg.get("seed")
         write_atomically(self.run.config_file, OmegaConf.to_yaml(cfg, resolve=True))
 
     def watch(self, trainer: L.Trainer) -> None:
