@@ -354,6 +354,22 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
 
 
 @pytest.mark.slow
+def test_kill_9_during_the_first_checkpoint_write_leaves_nothing_once_the_run_is_resumed(tmp_path, text_path):
+    first_save = slowed_training("len(saves) == 1")
+    proc = start([sys.executable, "-c", first_save, *cli_args(tmp_path, text_path)], tmp_path)
+    wait_for_output(proc, tmp_path, "SAVING")
+    proc.kill()
+    proc.wait()
+    (run,) = (tmp_path / "runs" / "sig").iterdir()
+    (orphan,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")  # the whole model, cut short
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+    resumed = run_cli("nanogpt-train", [*cli_args(tmp_path, text_path), f"ckpt_path={run}"], tmp_path)
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+    assert f"removed {orphan.name}, the first save of a run killed while writing it" in resumed.stderr
+    assert not orphan.exists()
+
+
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path, text_path):
     # the first Ctrl-C comes from the run itself after step 15, so it never falls on a step that a
     # periodic save (every 10) has just saved, where there would be nothing left to save
