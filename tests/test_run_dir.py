@@ -163,7 +163,7 @@ def write_run(folder: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_hydra_writes_nothing_into_another_runs_folder_or_outside_the_runs_folder(tmp_path, text_path):
+def test_hydra_writes_nothing_into_another_runs_folder(tmp_path, text_path):
     old = tmp_path / "runs" / "old"
     before = write_run(old)
     args = [*TINY, f"data.path={text_path}"]
@@ -179,13 +179,8 @@ def test_hydra_writes_nothing_into_another_runs_folder_or_outside_the_runs_folde
     with pytest.raises(FileExistsError, match=r"already holds another run's .hydra and train.log"):
         check_free(RunDir.at(old), before_hydra=True)
 
-    outside = run_cli("nanogpt-train", [*args, "name=../../escaped"], tmp_path / "runs")
-    assert outside.returncode == 1
-    assert outside.stderr.startswith("ValueError: name=../../escaped would put the run outside paths.log_dir")
-    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
 
-
-def test_a_run_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
+def test_a_run_folder_that_cannot_be_written_or_a_name_that_leaves_the_runs_folder_is_refused(tmp_path):
     guard = RunFolderGuard()
     config = OmegaConf.create({"name": "x", "paths": {"log_dir": str(tmp_path / "ro")}, "hydra": {}})
     config.hydra.run = {"dir": str(tmp_path / "ro" / "x" / "now")}
@@ -202,9 +197,10 @@ def test_a_run_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
                 SystemExit, match=r"PermissionError: cannot write the run folder .*set paths.log_dir"
             ):
                 start(config=config)
-        config.name = "/abs"
-        with pytest.raises(SystemExit, match=r"ValueError: name=/abs would put the run outside"):
-            guard.on_run_start(config=config)
+        for name in ("../../escaped", "/abs"):
+            config.name = name
+            with pytest.raises(SystemExit, match=rf"ValueError: name={name} would put the run outside paths"):
+                guard.on_run_start(config=config)
     finally:
         if (tmp_path / "ro").is_dir():
             (tmp_path / "ro").chmod(0o700)
