@@ -273,6 +273,7 @@ def _in_order(
     # only tokenize, so they wait on no lock another thread of the parent may have held. Elsewhere
     # fork is unsafe (macOS) or missing (Windows).
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    started_before = {p.pid for p in multiprocessing.active_children()}
     pool = ProcessPoolExecutor(
         processes,
         mp_context=context,
@@ -294,16 +295,19 @@ def _in_order(
         # Ctrl-C, SIGTERM, an error here or in a worker, or the caller closing this generator: no
         # worker may outlive the call, and the exception goes on up as it came (a wait for the
         # workers' shutdown could hang on a broken pool, or end in a TimeoutError of its own).
-        _terminate(pool)
+        _terminate(pool, started_before)
         raise
     pool.shutdown()
 
 
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers and reap them, so none outlives this process's call."""
-    # ProcessPoolExecutor has no public way to kill its workers before Python 3.14
-    # (terminate_workers); its process table is the one handle on them.
-    workers = list((pool._processes or {}).values())
+def _terminate(pool: ProcessPoolExecutor, started_before: set[int]) -> None:
+    """Kill the pool's workers and reap them, so none outlives this process's call.
+
+    ``ProcessPoolExecutor`` has no public way to kill its workers before Python 3.14
+    (``terminate_workers``): they are the child processes this process started since the pool was
+    made (``multiprocessing.active_children``, less ``started_before``'s pids).
+    """
+    workers = [p for p in multiprocessing.active_children() if p.pid not in started_before]
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         if worker.is_alive():
