@@ -335,14 +335,19 @@ main()
 """
 
 
-@pytest.mark.slow
-def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, text_path):
-    second_save = slowed_training("len(saves) == 2")
-    proc = start([sys.executable, "-c", second_save, *cli_args(tmp_path, text_path)], tmp_path)
+def killed_while_saving(tmp_path: Path, text_path: Path, when: str) -> Path:
+    """The folder of a run killed (``kill -9``) in the middle of the save at which ``when`` holds."""
+    proc = start([sys.executable, "-c", slowed_training(when), *cli_args(tmp_path, text_path)], tmp_path)
     wait_for_output(proc, tmp_path, "SAVING")
     proc.kill()
     proc.wait()
     (run,) = (tmp_path / "runs" / "sig").iterdir()
+    return run
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, text_path):
+    run = killed_while_saving(tmp_path, text_path, "len(saves) == 2")
     # the first checkpoint, at step 10, is whole; the second never replaced it
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
     assert json.loads((run / "result.json").read_text())["status"] == "running"  # a report says failed
@@ -355,12 +360,7 @@ def test_kill_9_during_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path
 
 @pytest.mark.slow
 def test_kill_9_during_the_first_checkpoint_write_leaves_nothing_once_the_run_is_resumed(tmp_path, text_path):
-    first_save = slowed_training("len(saves) == 1")
-    proc = start([sys.executable, "-c", first_save, *cli_args(tmp_path, text_path)], tmp_path)
-    wait_for_output(proc, tmp_path, "SAVING")
-    proc.kill()
-    proc.wait()
-    (run,) = (tmp_path / "runs" / "sig").iterdir()
+    run = killed_while_saving(tmp_path, text_path, "len(saves) == 1")
     (orphan,) = (run / "checkpoints").glob(".last.ckpt.*.tmp")  # the whole model, cut short
     assert not (run / "checkpoints" / "last.ckpt").exists()
     resumed = run_cli("nanogpt-train", [*cli_args(tmp_path, text_path), f"ckpt_path={run}"], tmp_path)

@@ -5,11 +5,13 @@ reports, plots) goes through :func:`write_atomically`: a reader, or a crash mid-
 half a file (a prepared token folder is built whole under a temporary name instead; see
 :mod:`nanogpt.data.corpus`). A process killed mid-write (``kill -9``) leaves its temporary file
 behind, named with its host and pid, so :func:`remove_stale_temps` can later tell it from a write
-still going on.
+still going on. A write that fails for a full disk is told by :func:`disk_full`, and its message
+gives sizes as :func:`readable_size` writes them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -69,3 +71,25 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The full disk (or quota) behind ``err``, if any: an ``OSError`` of errno ENOSPC or EDQUOT in
+    ``err`` or the errors it was raised from (torch's writer reports one as a ``RuntimeError``,
+    ``datasets`` wraps its writers' in a ``DatasetGenerationError``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def readable_size(n: float) -> str:
+    """Bytes as a person (and ``df -H``) reads them: 830 bytes, 347.8 KB, 1.4 GB."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

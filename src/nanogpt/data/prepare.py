@@ -37,6 +37,7 @@ from nanogpt.data.corpus import (
 from nanogpt.data.encode import write_tokens
 from nanogpt.data.sources import Source, resolve_source, text_file
 from nanogpt.data.tokenizer import check_tokenizer_name
+from nanogpt.files import disk_full, readable_size
 
 POLL_S = 1.0  # how often a waiting find_corpus() looks for the folder
 
@@ -107,14 +108,14 @@ def prepare_corpus(config: CorpusConfig) -> Corpus:
     try:
         _build(folder, source, checksum, config)
     except Exception as err:
-        if (full := _no_space(err)) is None:
+        if (full := disk_full(err)) is None:
             raise
         free = shutil.disk_usage(config.data_dir).free
         writing = f" (writing {full.filename})" if full.filename else ""
         raise OSError(
             errno.ENOSPC,
             f"disk full: preparing {source.description} into {folder}{writing} ran out of space, and "
-            f"{_size(free)} is free there now; nothing was kept. Free some space, or point "
+            f"{readable_size(free)} is free there now; nothing was kept. Free some space, or point "
             "data.data_dir at a disk with room",
         ) from err
     return Corpus.read(folder, checksum)
@@ -147,26 +148,6 @@ def _build(folder: Path, source: Source, checksum: str, config: CorpusConfig) ->
             val_tokens=written.val_tokens,
         )
         meta.write(tmp)  # the rename publishes it
-
-
-def _no_space(err: BaseException | None) -> OSError | None:
-    """The full disk behind ``err``, if any: an ``OSError`` of errno ENOSPC, or what it caused
-    (``datasets`` wraps its writers' errors in a ``DatasetGenerationError``)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def find_corpus(config: CorpusConfig, wait_s: float = 0.0) -> Corpus:

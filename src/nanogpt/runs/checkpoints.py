@@ -28,7 +28,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from nanogpt.files import write_atomically
+from nanogpt.files import disk_full, readable_size, write_atomically
 from nanogpt.run_dir import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
@@ -49,27 +49,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             write_atomically(path, lambda f: torch.save(checkpoint, f))
         except (OSError, RuntimeError) as err:
-            if not out_of_space(err):
+            if disk_full(err) is None:
                 raise
             # torch's writer reports a full disk as "[enforce fail at inline_container.cc] unexpected pos"
             folder = Path(path).parent
-            size, free = in_units(tensor_bytes(checkpoint)), in_units(shutil.disk_usage(folder).free)
+            size, free = (
+                readable_size(tensor_bytes(checkpoint)),
+                readable_size(shutil.disk_usage(folder).free),
+            )
             raise OSError(
                 errno.ENOSPC,
                 f"disk full: no room to write {path} (a checkpoint of about {size}; {free} free on "
                 f"{folder}); the previous {Path(path).name}, if any, is whole. Free some space, or set "
                 "paths.checkpoint_dir to a disk with room",
             ) from err
-
-
-def out_of_space(err: BaseException) -> bool:
-    """Whether ``err``, or an error it was raised while handling, is a full disk or quota."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -81,15 +74,6 @@ def tensor_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v) for v in obj)
     return 0
-
-
-def in_units(n: float) -> str:
-    """Bytes as a person reads them: 1.4 GiB, 830.2 KiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 class LastCheckpoint(Checkpoint):
