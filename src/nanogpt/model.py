@@ -151,9 +151,9 @@ def rope_tables(head_size: int, length: int, base: float) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each channel pair of ``x`` (B, nh, T, hs) by its position's angle; ``cos, sin``: (T, hs/2)."""
-    x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    """Rotate each channel pair of ``x`` (B, T, nh, hs) by its position's angle; ``cos, sin``: (T, hs/2)."""
+    x1, x2 = x.chunk(2, dim=-1)  # (B, T, nh, hs/2) each
+    cos, sin = cos.to(x.dtype)[:, None], sin.to(x.dtype)[:, None]  # (T, 1, hs/2): the same for every head
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
@@ -209,13 +209,17 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split((self.n_embd, self.kv_size, self.kv_size), dim=2)
         hs = self.head_size
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        q = q.view(B, T, self.n_head, hs)  # (B, T, nh, hs)
+        k = k.view(B, T, self.n_kv_head, hs)  # (B, T, nkv, hs)
+        # the norm and the rotation act on each head's channels: done before the transpose, they
+        # leave q, k and v the same kind of strided view, which the CPU attention kernel is fast on
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)  # attention scores from directions, not lengths
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)  # the positions of these T tokens
+        q = q.transpose(1, 2)  # (B, nh, T, hs)
+        k = k.transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, hs).transpose(1, 2)  # (B, nkv, T, hs)
         causal = True
         if cache is not None:
             past = cache.length
@@ -379,7 +383,8 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab_size)
         if self.config.logit_softcap is not None:
             cap = self.config.logit_softcap  # smooth, unlike clipping: large logits keep a gradient
-            logits = cap * torch.tanh(logits.float() / cap)
+            # at least float32: bf16 logits lose the cap's precision, and float64 keeps its own
+            logits = cap * torch.tanh(logits.to(torch.promote_types(logits.dtype, torch.float32)) / cap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
