@@ -6,6 +6,7 @@ import functools
 import logging
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,10 @@ def tiny() -> DictConfig:
     return compose_train(TINY)
 
 
-def tiny_with(*overrides: str) -> DictConfig:
-    """The tiny recipe with ``key=value`` overrides, typed as Hydra types them, without composing
-    it again for each (interpolations such as scheduler.decay_steps still follow)."""
-    cfg = copy.deepcopy(tiny())
+def tiny_with(*overrides: str, base: Callable[[], DictConfig] = tiny) -> DictConfig:
+    """The tiny recipe (or ``base``) with ``key=value`` overrides, typed as Hydra types them, without
+    composing it again for each (interpolations such as scheduler.decay_steps still follow)."""
+    cfg = copy.deepcopy(base())
     for override in map(OverridesParser.create().parse_override, overrides):
         OmegaConf.update(cfg, override.key_or_group, override.value(), merge=False)
     return cfg
@@ -130,6 +131,77 @@ def test_a_bad_option_is_named_with_its_fix_in_one_line(override, message):
     with pytest.raises(ValueError, match=re.escape(message)) as err:
         check_options(cfg)
     assert "\n" not in str(err.value)
+
+
+@functools.cache
+def tiny_muon() -> DictConfig:
+    # trainer=cpu has no strategy key, which the rows below set: auto, Lightning's default
+    return compose_train([*TINY, "optimizer=muon", "+trainer.strategy=auto"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer.matrix_lr=0",
+        "optimizer.momentum=0",  # plain orthogonalised gradients
+        "optimizer.nesterov=false",
+        "optimizer.ns_steps=1",
+        "optimizer.ns_steps=99",
+        "optimizer.adjust_lr_fn=original",
+        "optimizer.adjust_lr_fn=match_rms_adamw",
+        "optimizer.weight_decay=0.1",
+        "trainer.strategy=ddp",  # a copy of each matrix per rank, whole
+    ],
+)
+def test_valid_muon_values_pass(override):
+    check_options(tiny_with(override, base=tiny_muon))
+
+
+# optimizer=muon's own options: torch's ValueError or TypeError at the first step, or matrices that
+# never move (momentum=1), before
+BAD_MUON_OPTIONS = {
+    "optimizer.matrix_lr=-0.02": "optimizer.matrix_lr must be a number >= 0, got -0.02; set "
+    "optimizer.matrix_lr=",
+    "optimizer.matrix_lr=abc": "optimizer.matrix_lr must be a number >= 0, got 'abc'",
+    "optimizer.momentum=1": "optimizer.momentum must be a number in [0, 1) (the momentum buffer's decay), "
+    "got 1; set optimizer.momentum=0.95",
+    "optimizer.momentum=-0.5": "optimizer.momentum must be a number in [0, 1)",
+    "optimizer.momentum=nan": "optimizer.momentum must be a number in [0, 1)",
+    "optimizer.nesterov=yes": "optimizer.nesterov must be true or false, got 'yes'; set "
+    "optimizer.nesterov=true",
+    "optimizer.ns_steps=0": "optimizer.ns_steps must be an integer in [1, 99] (Newton-Schulz iterations "
+    "per update), got 0; set optimizer.ns_steps=5",
+    "optimizer.ns_steps=100": "optimizer.ns_steps must be an integer in [1, 99]",
+    "optimizer.ns_steps=2.5": "optimizer.ns_steps must be an integer in [1, 99]",
+    "optimizer.ns_steps=true": "optimizer.ns_steps must be an integer in [1, 99]",
+    "optimizer.adjust_lr_fn=none": "optimizer.adjust_lr_fn must be null or original (Keller Jordan's "
+    "scaling of each matrix's rate) or match_rms_adamw (updates the size of AdamW's), got 'none'; set "
+    "optimizer.adjust_lr_fn=null",
+    "optimizer.lr=-1": "optimizer.lr must be a number >= 0",  # AdamW's part, checked as optimizer=adamw
+    "optimizer.betas=[0.9,1.0]": "optimizer.betas must be two numbers in [0, 1)",
+    # the factory's own error, after the data work and the model's wrapping, before
+    "trainer.strategy=fsdp": "optimizer=muon cannot train under FSDP (trainer=fsdp): Muon's Newton-Schulz "
+    "step orthogonalises each hidden matrix whole, and FSDP has flattened them into 1-d shards by the time "
+    "the optimizer is built; use trainer=ddp with optimizer=muon, or optimizer=adamw with trainer=fsdp",
+    "trainer.strategy=fsdp_cpu_offload": "optimizer=muon cannot train under FSDP",
+}
+
+
+@pytest.mark.parametrize("override, message", BAD_MUON_OPTIONS.items(), ids=list(BAD_MUON_OPTIONS))
+def test_a_bad_muon_option_is_named_with_its_fix_in_one_line(override, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        check_options(tiny_with(override, base=tiny_muon))
+    assert "\n" not in str(err.value)
+
+
+def test_trainer_fsdp_with_muon_is_refused_before_any_data_work(cfg_tiny):
+    cfg = compose_train([*TINY, "trainer=fsdp", "optimizer=muon"])  # the strategy as a configured class
+    with open_dict(cfg):
+        cfg.paths, cfg.data = cfg_tiny.paths, cfg_tiny.data
+    with pytest.raises(ValueError, match=re.escape("optimizer=muon cannot train under FSDP (trainer=fsdp)")):
+        train(cfg)
+    assert not Path(cfg_tiny.data.data_dir).exists()
+    assert strict_json(Path(cfg_tiny.paths.output_dir) / "result.json")["status"] == "failed"
 
 
 @pytest.mark.parametrize("max_steps", ["0", "-1", "1.5"])

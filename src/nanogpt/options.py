@@ -19,6 +19,14 @@ from nanogpt.schedule import check_warmup_cosine, warmup_cosine
 # numpy's generators (and Lightning's seed_everything) take seeds in [0, 2**32 - 1]
 MAX_SEED = 2**32 - 1
 WARMUP_COSINE = f"{warmup_cosine.__module__}.{warmup_cosine.__qualname__}"
+# optimizer=muon's factory, spelled out: importing nanogpt.optimizers here would be an import cycle
+# (it imports the model, which imports this module); tests/test_muon.py checks the spelling
+MUON = "nanogpt.optimizers.muon"
+# torch.optim.Muon's scalings of a matrix's rate: null and original are Keller Jordan's, sqrt(max(1,
+# rows/cols)); match_rms_adamw is Moonshot's 0.2 sqrt(max(rows, cols))
+ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+# torch.optim.Muon raises at its first step (after the data work) for 100 Newton-Schulz steps or more
+MAX_NS_STEPS = 99
 
 if TYPE_CHECKING:  # model.py imports this module, and stays free of Hydra's config library
     from omegaconf import DictConfig
@@ -57,6 +65,7 @@ def check_options(cfg: DictConfig) -> None:
     check_seed(cfg.data.get("seed"), "data.seed")
     if cfg.get("optimizer"):
         check_optimizer(cfg.optimizer)
+        check_optimizer_fits_strategy(cfg.optimizer, cfg.trainer)
     scheduler = cfg.get("scheduler")
     if scheduler and scheduler.get("_target_") == WARMUP_COSINE:
         check_warmup_cosine(scheduler.warmup_steps, scheduler.decay_steps, scheduler.min_lr_ratio)
@@ -122,8 +131,9 @@ def check_seed(seed: Any, option: str) -> None:
 
 
 def check_optimizer(optimizer: DictConfig) -> None:
-    """The optimizer's numbers that it has (AdamW's lr, betas, weight_decay, eps), in torch's ranges."""
-    for key in ("lr", "weight_decay", "eps"):
+    """The optimizer's numbers that it has, in torch's ranges: AdamW's lr, betas, weight_decay and
+    eps, and Muon's matrix_lr, momentum, nesterov, ns_steps and adjust_lr_fn (optimizer=muon)."""
+    for key in ("lr", "matrix_lr", "weight_decay", "eps"):
         value = optimizer.get(key)
         if key in optimizer and (not is_number(value) or not value >= 0):  # NaN too
             raise ValueError(f"optimizer.{key} must be a number >= 0, got {value!r}; set optimizer.{key}=...")
@@ -139,3 +149,55 @@ def check_optimizer(optimizer: DictConfig) -> None:
                 f"optimizer.betas must be two numbers in [0, 1) (the moment decay rates), got {shown!r}; "
                 "set optimizer.betas=[0.9,0.95], nanoGPT's"
             )
+    # torch.optim.Muon takes 1 or more: at 1 its buffer stays zero and the matrices never move, above
+    # it the buffer grows without bound
+    momentum = optimizer.get("momentum")
+    if "momentum" in optimizer and (not is_number(momentum) or not 0 <= momentum < 1):
+        raise ValueError(
+            f"optimizer.momentum must be a number in [0, 1) (the momentum buffer's decay), got {momentum!r}; "
+            "set optimizer.momentum=0.95, nanochat's"
+        )
+    nesterov = optimizer.get("nesterov")
+    if "nesterov" in optimizer and not isinstance(nesterov, bool):
+        raise ValueError(
+            f"optimizer.nesterov must be true or false, got {nesterov!r}; set optimizer.nesterov=true"
+        )
+    # 0 or fewer would skip the orthogonalisation that is Muon's point; torch refuses 100 or more only
+    # at the first step, and a float only there too
+    steps = optimizer.get("ns_steps")
+    if "ns_steps" in optimizer and (
+        isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_NS_STEPS
+    ):
+        raise ValueError(
+            f"optimizer.ns_steps must be an integer in [1, {MAX_NS_STEPS}] (Newton-Schulz iterations per "
+            f"update), got {steps!r}; set optimizer.ns_steps=5, torch's default"
+        )
+    adjust = optimizer.get("adjust_lr_fn")
+    if "adjust_lr_fn" in optimizer and adjust not in ADJUST_LR_FNS:
+        raise ValueError(
+            f"optimizer.adjust_lr_fn must be null or original (Keller Jordan's scaling of each matrix's "
+            f"rate) or match_rms_adamw (updates the size of AdamW's), got {adjust!r}; set "
+            "optimizer.adjust_lr_fn=null"
+        )
+
+
+def is_fsdp(strategy: Any) -> bool:
+    """Whether ``trainer.strategy`` is FSDP: by name (Lightning's ``fsdp``, ``fsdp_cpu_offload``) or a
+    configured strategy class (``trainer=fsdp``'s ``lightning.pytorch.strategies.FSDPStrategy``)."""
+    if isinstance(strategy, str):
+        return strategy.lower().startswith("fsdp")
+    if isinstance(strategy, Mapping):
+        return "FSDP" in str(strategy.get("_target_", ""))
+    return False
+
+
+def check_optimizer_fits_strategy(optimizer: DictConfig, trainer: DictConfig) -> None:
+    """optimizer=muon under FSDP, refused before any data work; ``nanogpt.optimizers.muon`` would
+    refuse it too, but only once the corpus is prepared and the model wrapped."""
+    if optimizer.get("_target_") == MUON and is_fsdp(trainer.get("strategy")):
+        raise ValueError(
+            "optimizer=muon cannot train under FSDP (trainer=fsdp): Muon's Newton-Schulz step "
+            "orthogonalises each hidden matrix whole, and FSDP has flattened them into 1-d shards by the "
+            "time the optimizer is built; use trainer=ddp with optimizer=muon, or optimizer=adamw with "
+            "trainer=fsdp"
+        )
