@@ -231,7 +231,13 @@ def _seeds_section(
             ]
         )
     md += [_markdown_table(header, rows), ""]
-    md += [f"![val/loss against wall time, per configuration]({TIME_PLOT})", ""]
+    md += [
+        f"{TIME_PLOT}: val/loss against seconds of training (perf/train_s in each job's csv/metrics.csv), "
+        "each seed a thin line and their mean a thick one.",
+        "",
+        f"![val/loss against wall time, per configuration]({TIME_PLOT})",
+        "",
+    ]
     seeds_csv = _csv(
         [
             *keys,

@@ -3,9 +3,10 @@
 Jobs that differ only in their ``seed`` override are one configuration (:func:`seed_statistics`);
 the mean of their best val/loss comes with the half-width of its 95% confidence interval, Student's
 t with n - 1 degrees of freedom (:func:`mean_ci`), and with the configuration's mean wall time and
-parameter count. Each configuration's difference from a baseline configuration (:class:`Baseline`,
-:func:`difference`) comes with Welch's t-interval (:func:`welch_ci`). No I/O: jobs in, numbers out,
-for the report (:mod:`nanogpt.runs.render`) and for notebooks.
+parameter count. Each configuration's difference from a baseline configuration (:class:`Baseline`:
+:func:`default_baseline`, or :func:`parse_baseline` of ``--baseline``) comes with Welch's t-interval
+(:func:`welch_ci`). No I/O: jobs in, numbers out, for the report (:mod:`nanogpt.runs.render`) and
+for notebooks.
 """
 
 from __future__ import annotations
