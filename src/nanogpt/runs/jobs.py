@@ -83,7 +83,9 @@ def load_job(job_dir: Path) -> Job:
     try:
         result = Result.read(job_dir)
     except ValueError as err:  # a damaged record: the job is listed, with what is wrong
-        return Job(job_dir.name, "failed", _read_overrides(job_dir), error=f"unreadable record: {err}")
+        return Job(
+            job_dir.name, "failed", _read_overrides(job_dir), error=f"unreadable record: {err}", path=job_dir
+        )
     if result is None or (result.status == "running" and not is_alive(result.host, result.pid)):
         result = result or Result(status="failed")
         status, error = "failed", "stopped without a result (killed, out of memory, or the machine went down)"
