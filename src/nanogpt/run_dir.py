@@ -9,7 +9,7 @@ One run of ``nanogpt-train`` owns one folder (``runs/<name>/<time>_<suffix>``, n
     loss.png             the loss curves
     checkpoints/         best.ckpt (lowest val/loss) and last.ckpt (newest state); the folder is
                          paths.checkpoint_dir, and result.json records where it is
-    csv/, tensorboard/, wandb/   the loggers' folders
+    csv/, tensorboard/, wandb/   the loggers' folders; csv/metrics.csv holds every logged value
     .hydra/              Hydra's own record of the command
 
 This module is the only place that layout is spelled. It imports neither Lightning nor Hydra, so the
@@ -17,7 +17,8 @@ tools that only read runs (``nanogpt-sample``, ``nanogpt-eval``, ``nanogpt-repor
 
 - :class:`RunDir`: the paths of one run folder; :meth:`RunDir.open` finds an existing run's
   checkpoint folder from its ``result.json``.
-- :class:`Result`: the typed ``result.json``, read and written strictly.
+- :class:`Result`: the typed ``result.json``, read and written strictly; :func:`parameter_count` is
+  what its ``parameters`` counts.
 - :func:`claim`: take a folder for a new run, refuse one that holds another run, or accept it back
   as the same SLURM job requeued; :func:`check_free` is its check alone, which writes nothing.
 - :func:`resolve_checkpoint`: which file ``ckpt_path`` means (a file, a run folder, or ``last``).
@@ -43,6 +44,7 @@ BEST_CKPT = "best.ckpt"  # the lowest val/loss: what sampling and evaluation rea
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train.log"
+METRICS_CSV = "csv/metrics.csv"  # where configs/logger/csv.yaml has Lightning's CSVLogger write
 HYDRA_RECORD = ".hydra"  # Hydra's own record of the command: config.yaml, hydra.yaml, overrides.yaml
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkpoint, in the run folder
 
@@ -83,6 +85,11 @@ class RunDir:
         return self.path / LOG_FILE
 
     @property
+    def metrics_csv(self) -> Path:
+        """The CSV logger's ``metrics.csv``: a row per logging step and per validation."""
+        return self.path / METRICS_CSV
+
+    @property
     def last(self) -> Path:
         return self.checkpoint_dir / LAST_CKPT
 
@@ -117,6 +124,7 @@ class Result:
     checkpoint_dir: str | None = None  # where the run keeps its checkpoints (None: <run>/checkpoints)
     slurm_job_id: str | None = None  # a requeued SLURM job knows its own folder by it
     step: int | None = None  # optimizer steps done
+    parameters: int | None = None  # the model's trainable parameters (parameter_count), once known
     wall_time_s: float | None = None
     best_val_loss: float | None = None
     best_ckpt: str | None = None
@@ -224,6 +232,7 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "checkpoint_dir": ("a string", _text),
     "slurm_job_id": ("a string", _text),
     "step": ("an integer", _integer),
+    "parameters": ("an integer", _integer),
     "wall_time_s": ("a number", _number),
     "best_val_loss": ("a number", _number),
     "best_ckpt": ("a string", _text),
@@ -237,6 +246,25 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "non_finite": ("names mapped to strings", lambda v: _mapping(v, _text)),
 }
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(Result)}, "every field of Result is checked"
+
+
+def parameter_count(model: Mapping[str, Any]) -> int:
+    """The trainable parameters of the GPT that a run's ``model`` config builds, a tied weight once.
+
+    Every parameter counts, position embeddings too (unlike the console's nanoGPT-style count), so
+    an ablation that drops one (``model.position=rope``) shows in a report. The model is built on
+    the meta device: shapes without memory, so counting GPT-2 XL takes no 6 GB. ``model`` is the
+    ``model`` section of ``config.yaml``; keys that are no :class:`~nanogpt.model.GPTConfig` field
+    (``init_from``: where the weights start, not their shape) are left out.
+    """
+    import torch  # here, not at the top: the readers of run folders start without torch
+
+    from nanogpt.model import GPT, GPTConfig
+
+    names = {f.name for f in dataclasses.fields(GPTConfig)}
+    with torch.device("meta"):
+        gpt = GPT(GPTConfig(**{k: v for k, v in model.items() if k in names}))
+    return gpt.num_params(non_embedding=False)
 
 
 def _finite_or_none(value: Any, path: str, non_finite: dict[str, str]) -> Any:

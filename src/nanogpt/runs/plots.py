@@ -71,29 +71,44 @@ def plot_sweep(curves: Mapping[str, Curve], path: str | os.PathLike, title: str 
 def plot_against_time(
     curves: Mapping[str, Sequence[Curve]], path: str | os.PathLike, title: str = ""
 ) -> Path:
-    """Val loss against seconds of training, a colour per label and a line per run, as a PNG.
+    """Val loss against seconds of training, a colour per label, as a PNG at ``path``.
 
     Args:
-        curves: for each label (a recipe), its runs' ``(seconds, val/loss)`` points.
+        curves: for each label (a recipe, a configuration), its runs' ``(seconds, val/loss)`` points.
+
+    A label with one run is that run's line. A label with several (its seeds) has each run as a thin
+    line and their mean as a thick one with markers: the mean of the k-th validation's time and loss
+    over the runs that reached it (seeds of one configuration validate at the same steps).
     """
     fig = _figure()
     ax = fig.add_subplot()
-    colours = [f"C{i}" for i in range(10)]
-    for (label, runs), colour in zip(curves.items(), colours * (len(curves) // 10 + 1), strict=False):
-        for i, points in enumerate(runs):
-            if points:
-                seconds, values = zip(*points, strict=True)
-                ax.plot(
-                    seconds,
-                    values,
-                    color=colour,
-                    marker="o",
-                    markersize=3,
-                    alpha=0.8,
-                    label=label if i == 0 else None,
-                )
+    for i, (label, runs) in enumerate(curves.items()):
+        runs = [r for r in runs if r]
+        # ten colours, then the same ten dashed, then dotted: eleven ablations stay apart
+        style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":")[i // 10 % 3]}
+        if len(runs) > 1:
+            for points in runs:
+                ax.plot(*zip(*points, strict=True), linewidth=0.8, alpha=0.35, **style)
+        mean = _mean_curve(runs)
+        if mean:
+            ax.plot(*zip(*mean, strict=True), marker="o", markersize=3, linewidth=2, label=label, **style)
     ax.set(xlabel="seconds of training (validations included)", ylabel="val/loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     if ax.has_data():
-        ax.legend()
+        ax.legend(
+            fontsize="small" if len(curves) <= 12 else "x-small", loc="upper left", bbox_to_anchor=(1, 1)
+        )
+    else:
+        ax.text(
+            0.5, 0.5, "no run logged val/loss with its time", ha="center", va="center", transform=ax.transAxes
+        )
     return _save(fig, path)
+
+
+def _mean_curve(runs: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Point by point mean of ``runs``, as far as any of them goes; a single run is itself."""
+    points = []
+    for k in range(max((len(r) for r in runs), default=0)):
+        reached = [r[k] for r in runs if len(r) > k]
+        points.append((sum(t for t, _ in reached) / len(reached), sum(v for _, v in reached) / len(reached)))
+    return points

@@ -5,10 +5,11 @@
 and pid, so a report can tell a running job from a killed one); ``save_config`` writes the config
 the run trains with, once it is derived; leaving it
 writes ``completed`` with the best and final metrics, ``interrupted`` (Ctrl-C, SIGTERM) with the
-command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time
-and the loss history of the run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary
-on the console and in ``train.log``: best val/loss and its step, the checkpoints, and the commands
-that sample from and resume the run. A failed run's traceback goes to ``train.log`` only.
+command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time,
+the model's parameter count (from the config ``save_config`` writes) and the loss history of the
+run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary on the console and in
+``train.log``: best val/loss and its step, the checkpoints, and the commands that sample from and
+resume the run. A failed run's traceback goes to ``train.log`` only.
 Under DDP only global rank 0 writes.
 """
 
@@ -38,7 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.files import write_atomically
-from nanogpt.run_dir import Result, RunDir, check_free, claim
+from nanogpt.run_dir import Result, RunDir, check_free, claim, parameter_count
 from nanogpt.runs.curves import LossCurves
 
 log = logging.getLogger(__name__)
@@ -186,8 +187,11 @@ class RunRecord:
     @rank_zero_only
     def save_config(self, cfg: DictConfig) -> None:
         """Write ``config.yaml``: ``cfg`` resolved, as the run trains with it; the record takes its seed
-        (a resumed run goes on with its checkpoint's)."""
+        (a resumed run goes on with its checkpoint's) and its model's parameter count."""
         self.result.seed = cfg.get("seed")
+        if cfg.get("model") is not None:
+            # from the config, not the built model: under FSDP a rank's model holds only its shard
+            self.result.parameters = parameter_count(OmegaConf.to_container(cfg.model, resolve=True))
         write_atomically(self.run.config_file, OmegaConf.to_yaml(cfg, resolve=True))
 
     def watch(self, trainer: L.Trainer) -> None:

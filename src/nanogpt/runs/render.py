@@ -18,7 +18,17 @@ from typing import Any
 
 from nanogpt.runs.jobs import STATUSES, UNRUN, Job, natural_key
 from nanogpt.runs.plan import Plan, unrun_trials
-from nanogpt.runs.stats import SEED_KEY, seed_statistics, varying_keys
+from nanogpt.runs.stats import (
+    Baseline,
+    ConfigStats,
+    config_keys,
+    default_baseline,
+    seed_statistics,
+    varying_keys,
+    welch_ci,
+)
+
+TIME_PLOT = "val_loss_vs_time.png"  # val/loss against wall time per configuration, when seeds repeat
 
 
 def _rank(job: Job) -> tuple[Any, ...]:
@@ -58,8 +68,16 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-def render(sweep_dir: Path, jobs: Sequence[Job], plan: Plan | None = None) -> tuple[str, str, str | None]:
-    """The report as Markdown, the jobs as CSV, and the seed statistics as CSV (or None)."""
+def render(
+    sweep_dir: Path, jobs: Sequence[Job], plan: Plan | None = None, baseline: Baseline | None = None
+) -> tuple[str, str, str | None]:
+    """The report as Markdown, the jobs as CSV, and the seed statistics as CSV (or None).
+
+    ``jobs`` in the sweep's order; ``baseline`` is what the seed statistics compare each
+    configuration with, by default :func:`~nanogpt.runs.stats.default_baseline`.
+    """
+    chosen = baseline is not None
+    baseline = baseline or default_baseline(jobs)
     jobs = sorted(jobs, key=_rank)
     varying, common = varying_keys(jobs)
     counts = {s: sum(j.status == s for j in jobs) for s in STATUSES}
@@ -117,44 +135,129 @@ def render(sweep_dir: Path, jobs: Sequence[Job], plan: Plan | None = None) -> tu
 
     seeds_csv = None
     stats = seed_statistics(jobs)
-    if any(s.n > 1 for s in stats):
-        keys = [k for k in varying if k.lstrip("+~") != SEED_KEY]
-        md += [
-            "## Over seeds",
-            "",
-            "Best val/loss of each configuration over its seeds: mean ± half-width of the 95% "
-            "confidence interval of the mean (Student's t, n - 1 degrees of freedom).",
-            "",
-        ]
-        seed_rows = [
-            [
-                *(_short(s.params.get(k, "")) for k in keys),
-                str(s.n),
-                f"{s.mean:.4f} ± {s.ci95:.4f}" if s.n > 1 else f"{s.mean:.4f}",
-                _fmt(s.mean - s.ci95, 4),
-                _fmt(s.mean + s.ci95, 4),
-                _fmt(s.std, 4),
-            ]
-            for s in stats
-        ]
-        md += [_markdown_table([*keys, "seeds", "mean ± 95% CI", "low", "high", "std"], seed_rows), ""]
-        seeds_csv = _csv(
-            [*keys, "n", "mean", "ci95_half_width", "low", "high", "std"],
-            [
-                [
-                    *(s.params.get(k, "") for k in keys),
-                    s.n,
-                    s.mean,
-                    s.ci95,
-                    s.mean - s.ci95,
-                    s.mean + s.ci95,
-                    s.std,
-                ]
-                for s in stats
-            ],
-        )
+    if seeds_repeat(stats):
+        seeds_md, seeds_csv = _seeds_section(stats, config_keys(varying), baseline, chosen)
+        md += seeds_md
     md += ["![val/loss of every job](val_loss.png)", ""]
     return "\n".join(md), jobs_csv, seeds_csv
+
+
+def seeds_repeat(stats: Sequence[ConfigStats]) -> bool:
+    """Whether the report has its over-seeds section (and nanogpt-report its time plot)."""
+    return any(s.n > 1 for s in stats)
+
+
+def _seeds_section(
+    stats: list[ConfigStats], keys: list[str], baseline: Baseline | None, chosen: bool
+) -> tuple[list[str], str]:
+    """The over-seeds section of report.md, and seeds.csv."""
+    md = [
+        "## Over seeds",
+        "",
+        "Best val/loss of each configuration over its seeds: mean ± half-width of the 95% "
+        "confidence interval of the mean (Student's t, n - 1 degrees of freedom).",
+        "",
+    ]
+    compared = {id(s): baseline.of(s, stats) if baseline else None for s in stats}
+    if baseline is not None:
+        how = (
+            "named with --baseline"
+            if chosen
+            else f"by default the first value the sweep lists of its first varying override; choose "
+            f"another with `nanogpt-report <sweep> --baseline {baseline.key}=<value>`"
+        )
+        others = (
+            f" Each configuration is compared with the one that has `{baseline}` and its own values of "
+            "the other overrides."
+            if len(keys) > 1
+            else ""
+        )
+        missing = (
+            f" No configuration with `{baseline}` has completed yet, so there is no difference to show."
+            if not any(compared.values())
+            else ""
+        )
+        md += [
+            f"Δ: the difference of each mean from the baseline's, `{baseline}` ({how}), ± the half-width "
+            "of its 95% confidence interval: Welch's t-interval (each configuration's seeds an independent "
+            "sample with its own variance, Welch-Satterthwaite degrees of freedom). Below 0: a lower "
+            f"val/loss than the baseline; in bold: the interval leaves out 0.{others}{missing}",
+            "",
+        ]
+    md += [
+        "Wall time: the mean of the jobs' whole runs (result.json's wall_time_s: setup, training and "
+        "validations). Parameters: every trainable one, a tied embedding once, position embeddings "
+        "included.",
+        "",
+    ]
+    header = [*keys, "seeds", "mean ± 95% CI", "low", "high", "std"]
+    if baseline is not None:
+        header.append(f"Δ vs {baseline} ± 95% CI (Welch)")
+    header += ["mean wall time (s)", "parameters"]
+    rows, csv_rows = [], []
+    for s in stats:
+        base = compared[id(s)]
+        diff, half, df = welch_ci(s, base) if base is not None else (math.nan, math.nan, math.nan)
+        if base is s:
+            half = df = math.nan  # the baseline against itself: 0, with no interval to speak of
+        row = [
+            *(_short(s.params.get(k, "")) for k in keys),
+            str(s.n),
+            f"{s.mean:.4f} ± {s.ci95:.4f}" if s.n > 1 else f"{s.mean:.4f}",
+            _fmt(s.mean - s.ci95, 4),
+            _fmt(s.mean + s.ci95, 4),
+            _fmt(s.std, 4),
+        ]
+        if baseline is not None:
+            row.append(_difference(diff, half, is_baseline=base is s))
+        rows.append([*row, _fmt(s.wall_time_s, 1), f"{s.parameters:,}" if s.parameters is not None else ""])
+        csv_rows.append(
+            [
+                *(s.params.get(k, "") for k in keys),
+                s.n,
+                s.mean,
+                s.ci95,
+                s.mean - s.ci95,
+                s.mean + s.ci95,
+                s.std,
+                s.wall_time_s,
+                s.parameters,
+                " ".join(f"{k}={v}" for k, v in base.params.items()) if base is not None else "",
+                diff,
+                half,
+                diff - half,
+                diff + half,
+                df,
+            ]
+        )
+    md += [_markdown_table(header, rows), ""]
+    md += [
+        f"{TIME_PLOT}: val/loss against seconds of training (perf/train_s in each job's csv/metrics.csv), "
+        "each seed a thin line and their mean a thick one.",
+        "",
+        f"![val/loss against wall time, per configuration]({TIME_PLOT})",
+        "",
+    ]
+    seeds_csv = _csv(
+        [
+            *keys,
+            *("n", "mean", "ci95_half_width", "low", "high", "std", "mean_wall_time_s", "parameters"),
+            *("baseline", "diff", "diff_ci95_half_width", "diff_low", "diff_high", "diff_df"),
+        ],
+        csv_rows,
+    )
+    return md, seeds_csv
+
+
+def _difference(diff: float, half: float, is_baseline: bool) -> str:
+    if is_baseline:
+        return "baseline"
+    if math.isnan(diff):
+        return ""  # its baseline has no completed job yet
+    if math.isnan(half):
+        return f"{diff:+.4f}"  # a single seed on one side: no interval
+    text = f"{diff:+.4f} ± {half:.4f}"
+    return f"**{text}**" if abs(diff) > half else text
 
 
 def _unrun_section(jobs: Sequence[Job], varying: list[str], plan: Plan | None, trials_left: int) -> list[str]:

@@ -1,6 +1,7 @@
 """``nanogpt-report``: one sweep folder as a table, a plot of its val-loss curves and seed statistics.
 
     nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00_5be21d
+    nanogpt-report runs/ablation/multirun_<time>_<suffix> --baseline ablation=gpt2
 
 reads every job folder's ``result.json`` (written by :mod:`nanogpt.runs.record`, read by
 :mod:`nanogpt.runs.jobs`) and the sweep's plan, ``sweep.json`` (:mod:`nanogpt.runs.plan`), and writes
@@ -10,10 +11,17 @@ into the sweep folder
   time and status, best first; failed and interrupted jobs with their errors; the planned jobs
   that never ran (the sweep was interrupted, or stopped at a job's error) or are still to run;
   and, when the sweep repeats a configuration over seeds, the mean best ``val/loss`` of each
-  configuration with its 95% confidence interval;
+  configuration with its 95% confidence interval, its difference from a baseline configuration
+  with Welch's 95% t-interval, its mean wall time and its model's parameter count;
 - ``report.csv`` (one row per job, planned grid jobs that never ran included) and ``seeds.csv``
   (one row per configuration, when seeds repeat);
-- ``val_loss.png``: every job's val-loss curve.
+- ``val_loss.png``: every job's val-loss curve; and when seeds repeat ``val_loss_vs_time.png``:
+  val/loss against seconds of training, per configuration (each seed thin, their mean thick), from
+  each job's ``csv/metrics.csv``.
+
+The baseline is ``--baseline KEY=VALUE``, one value of an override the sweep varies; by default
+the first value listed of the first varying override (``ablation=gpt2`` for
+``nanogpt-train -m seed=1,2,3 ablation=gpt2,rope,...``), as the report says.
 
 This module finds a sweep folder's jobs (:func:`find_jobs`) and writes the files; their text comes
 from :mod:`nanogpt.runs.render`, the seed statistics from :mod:`nanogpt.runs.stats`.
@@ -32,10 +40,10 @@ from pathlib import Path
 
 from nanogpt.files import write_atomically
 from nanogpt.run_dir import RESULT_FILE
-from nanogpt.runs.jobs import UNRUN, Job, is_job_folder, load_job, natural_key
+from nanogpt.runs.jobs import UNRUN, Job, is_job_folder, load_job, natural_key, val_against_time
 from nanogpt.runs.plan import Plan, unrun_grid_jobs
-from nanogpt.runs.render import job_label, render
-from nanogpt.runs.stats import varying_keys
+from nanogpt.runs.render import TIME_PLOT, job_label, render, seeds_repeat
+from nanogpt.runs.stats import config_keys, parse_baseline, seed_statistics, varying_keys
 
 
 def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
@@ -68,37 +76,68 @@ def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Jo
     return jobs
 
 
-def write_report(sweep_dir: str | os.PathLike) -> Path:
-    """Write ``report.md``, ``report.csv``, ``val_loss.png`` (and ``seeds.csv``) into ``sweep_dir``."""
-    from nanogpt.runs.plots import plot_sweep  # matplotlib only when a report is written
+def write_report(sweep_dir: str | os.PathLike, baseline: str | None = None) -> Path:
+    """Write ``report.md``, ``report.csv``, ``val_loss.png`` (and ``seeds.csv``, ``val_loss_vs_time.png``)
+    into ``sweep_dir``.
+
+    ``baseline`` (``KEY=VALUE``) is the configuration the seed statistics compare each one with; a
+    ``ValueError`` lists the valid choices when the sweep has no such configuration. ``None``: the
+    default (:func:`~nanogpt.runs.stats.default_baseline`).
+    """
+    from nanogpt.runs.plots import plot_against_time, plot_sweep  # matplotlib only when a report is written
 
     sweep_dir = Path(sweep_dir)
     plan = Plan.load(sweep_dir)
     jobs = find_jobs(sweep_dir, plan)
-    md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan)
+    chosen = parse_baseline(baseline, jobs) if baseline is not None else None
+    md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan, chosen)
     varying, _ = varying_keys(jobs)
     curves = {job_label(j, varying): j.val_curve for j in jobs if j.status not in UNRUN}
     plot_sweep(curves, sweep_dir / "val_loss.png", title=str(sweep_dir))
+    stats = seed_statistics(jobs)
+    if seeds_repeat(stats):
+        keys = config_keys(varying)
+        # a configuration's seeds, in the table's order (best first), as seed_statistics grouped them
+        runs: dict[str, list] = {
+            " ".join(f"{k}={v}" for k, v in s.params.items()) or "all": [] for s in stats
+        }
+        for job in jobs:
+            if job.scored and job.path is not None:
+                label = " ".join(f"{k}={job.params[k]}" for k in keys if k in job.params) or "all"
+                runs[label].append(val_against_time(job.path))
+        plot_against_time(runs, sweep_dir / TIME_PLOT, title=str(sweep_dir))
     write_atomically(sweep_dir / "report.csv", jobs_csv)
     if seeds_csv is not None:
         write_atomically(sweep_dir / "seeds.csv", seeds_csv)
     return write_atomically(sweep_dir / "report.md", md)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "nanogpt-report") -> int:
     parser = argparse.ArgumentParser(
-        prog="nanogpt-report",
+        prog=prog,
         description="Tabulate and plot the jobs of a nanogpt-train -m sweep folder; "
-        "writes report.md, report.csv, val_loss.png (and seeds.csv) into it.",
+        "writes report.md, report.csv, val_loss.png (and, when seeds repeat, seeds.csv and "
+        "val_loss_vs_time.png) into it.",
     )
     parser.add_argument("sweep_dir", type=Path, help="e.g. runs/shakespeare_char_cpu/multirun_<time>")
+    parser.add_argument(
+        "--baseline",
+        metavar="KEY=VALUE",
+        help="when seeds repeat, the configuration every other is compared with (the difference of "
+        "its mean best val/loss, with Welch's 95%% t-interval), e.g. ablation=gpt2: one value of an "
+        "override the sweep varies; in a grid over several overrides each configuration is compared "
+        "with the one that has KEY=VALUE and its own other values. Default: the first value listed "
+        "of the first override the sweep varies (seed aside), the first job's; report.md names it",
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.sweep_dir)
-    except FileNotFoundError as err:
-        parser.exit(2, f"nanogpt-report: {err}\n")
+        path = write_report(args.sweep_dir, args.baseline)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"{prog}: {err}\n")
     sys.stdout.write(path.read_text())
-    print(f"\nwritten: {path}, {path.with_name('report.csv')}, {path.with_name('val_loss.png')}")
+    written = [path, path.with_name("report.csv"), path.with_name("val_loss.png")]
+    written += [p for p in (path.with_name("seeds.csv"), path.with_name(TIME_PLOT)) if p.is_file()]
+    print(f"\nwritten: {', '.join(map(str, written))}")
     return 0
 
 
