@@ -15,6 +15,7 @@ checkpoint, or any other file is never deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -30,8 +31,14 @@ from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
 from nanogpt.errors import user_errors_in_one_line
-from nanogpt.hf_gpt2 import hf_model_from_gpt, write_gpt2_tokenizer
-from nanogpt.model import GPT
+from nanogpt.hf_gpt2 import (
+    GPT2_COMPONENTS,
+    hf_model_from_gpt,
+    hydra_value,
+    non_gpt2_components,
+    write_gpt2_tokenizer,
+)
+from nanogpt.model import GPT, GPTConfig
 from nanogpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
 TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
@@ -109,6 +116,19 @@ def refuse_existing(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+def check_exportable(config: GPTConfig, source: str) -> None:
+    """Refuse a model whose components Hugging Face's GPT-2 format has no place for, naming each."""
+    misfits = non_gpt2_components(dataclasses.asdict(config))
+    misfits.pop("norm_gain", None)  # LayerNorms without a gain export gains of one
+    if misfits:
+        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in misfits.items())
+        gpt2 = ", ".join(f"{k}={hydra_value(GPT2_COMPONENTS[k])}" for k in misfits)
+        raise ValueError(
+            f"ckpt_path={source} holds a model with {asked}, which Hugging Face's GPT-2 format has no "
+            f"place for; nanogpt-export writes GPT-2's components only ({gpt2}): train with those"
+        )
+
+
 def readme(ckpt_path: str, meta: dict) -> str:
     """The exported folder's README.md: where it came from and how to read its tokens."""
     lines = [
@@ -171,6 +191,7 @@ def export(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.out_dir).expanduser().absolute()
     refuse_existing(out_dir, cfg.get("overwrite", False))
     model, tokenizer, _ = load_checkpoint(cfg.get("ckpt_path"), "cpu")
+    check_exportable(model.config, str(cfg.ckpt_path))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # beside out_dir, so the rename into place stays on one file system; mkdir (unlike mkdtemp)
     # gives the folder the user's usual permissions
