@@ -7,6 +7,7 @@ fixture text; nothing is downloaded. The reference for every logit is ``transfor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,10 +15,17 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nanogpt.checkpoint import load_checkpoint
+from nanogpt.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX, load_checkpoint
 from nanogpt.derive import RunFacts, derive
 from nanogpt.export import export, is_export_file
-from nanogpt.hf_gpt2 import apply_pretrained_shape, config_from_hf, load_pretrained, pretrained_shape
+from nanogpt.hf_gpt2 import (
+    GPT2_COMPONENTS,
+    apply_pretrained_shape,
+    config_from_hf,
+    hydra_value,
+    load_pretrained,
+    pretrained_shape,
+)
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.train import train
 
@@ -58,6 +66,31 @@ def hf_logits(folder: Path, idx: torch.Tensor) -> torch.Tensor:
     model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
     with torch.no_grad():
         return model(idx).logits
+
+
+def random_gpt(seed: int = 0, **fields) -> GPT:
+    """A tiny GPT of ``fields`` whose every weight, gain and bias is random, so that a weight exported
+    to the wrong place (a gain for a bias, a layer for another) shows in the logits."""
+    config = GPTConfig(**{**dict(block_size=16, vocab_size=64, n_layer=2, n_head=4, n_embd=32), **fields})
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GPT(config)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def write_checkpoint(model: GPT, path: Path, tokenizer: dict | None = None) -> Path:
+    """``model`` saved as nanogpt-train saves a checkpoint's weights and hyperparameters (no training
+    state), with a character vocabulary of all but the last 14 rows unless ``tokenizer`` says otherwise."""
+    if tokenizer is None:
+        vocab = [chr(ord("!") + i) for i in range(model.config.vocab_size - 14)]  # past it: padding rows
+        tokenizer = {"kind": "char", "vocab_size": len(vocab), "vocab": vocab}
+    hparams = {"model": dataclasses.asdict(model.config), "tokenizer": tokenizer, "format": CHECKPOINT_FORMAT}
+    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +334,12 @@ def test_cli_export_refuses_the_run_folder_in_one_line(char_run, tmp_path):
         ({"model.n_layer": 4}, ValueError, r"n_layer=12.*Drop the override model.n_layer=4, or set it"),
         ({"data.tokenizer": "char"}, ValueError, r"read GPT-2 BPE tokens.*data.tokenizer=gpt2"),
         ({"model.init_from": "./no/such/folder"}, FileNotFoundError, r"no folder there.*save_pretrained"),
+        # a valid override of model=gpt2_pretrained, refused: GPT-2's weights have no rotary heads
+        (
+            {"model.position": "rope"},
+            ValueError,
+            r"GPT-2's weights, which have no place for model.position=rope; pass .*model.position=learned",
+        ),
     ],
 )
 def test_bad_init_from_fails_before_any_work_with_the_fix(override, error, match, text_path, tmp_path):
@@ -310,6 +349,78 @@ def test_bad_init_from_fails_before_any_work_with_the_fix(override, error, match
     with pytest.raises(error, match=match):
         train(cfg)
     assert not (tmp_path / "data").exists()  # it failed before preparing the data
+
+
+NON_GPT2 = dict(
+    position="rope",
+    norm="rmsnorm",
+    norm_gain=False,
+    qk_norm=True,
+    mlp="swiglu",
+    n_kv_head=2,
+    logit_softcap=15.0,
+)
+
+
+@pytest.mark.parametrize("name", list(NON_GPT2))
+def test_init_from_refuses_each_component_gpt2s_weights_have_no_place_for(name):
+    assert set(NON_GPT2) == set(GPT2_COMPONENTS)  # every component GPT-2 lacks is tried
+    asked = {"init_from": "gpt2", "n_head": None, name: NON_GPT2[name]}
+    value, gpt2 = hydra_value(NON_GPT2[name]), hydra_value(GPT2_COMPONENTS[name])
+    with pytest.raises(ValueError) as raised:
+        apply_pretrained_shape(asked, pretrained_shape("gpt2"), "gpt2")
+    message = str(raised.value)
+    assert f"no place for model.{name}={value}; pass GPT-2's model.{name}={gpt2}, or train" in message
+    assert "\n" not in message
+
+
+def test_init_from_takes_gpt2s_components_spelled_out():
+    # model=gpt2_pretrained lists them with GPT-2's values; n_kv_head equal to the checkpoint's
+    # n_head (12) is plain multi-head attention
+    asked = {"init_from": "gpt2", **GPT2_COMPONENTS, "n_kv_head": 12}
+    fields = apply_pretrained_shape(asked, pretrained_shape("gpt2"), "gpt2")
+    GPTConfig(**{k: v for k, v in fields.items() if k != "init_from"})
+
+
+def test_export_refuses_what_gpt2s_format_has_no_place_for_before_writing(tmp_path):
+    model = random_gpt(position="learned", qk_norm=True, n_kv_head=2, logit_softcap=15.0)
+    ckpt = write_checkpoint(model, tmp_path / "model.ckpt")
+    out = tmp_path / "exports" / "hf"
+    with pytest.raises(ValueError) as raised:
+        export(DictConfig({"ckpt_path": str(ckpt), "out_dir": str(out)}))
+    message = str(raised.value)
+    assert "model.qk_norm=true, model.n_kv_head=2, model.logit_softcap=15.0" in message
+    assert "\n" not in message
+    assert not (tmp_path / "exports").exists()  # nothing written, not even the parent folder
+
+
+def test_export_of_gainless_layernorms_writes_gains_of_one(tmp_path):
+    model = random_gpt(norm_gain=False, bias=False)
+    ckpt = write_checkpoint(model, tmp_path / "model.ckpt")
+    out = export(DictConfig({"ckpt_path": str(ckpt), "out_dir": str(tmp_path / "hf")}))
+    idx = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(idx)[0][..., :50]
+    error = relative_error(ours, hf_logits(out, idx))
+    assert error < 1e-5, error
+
+
+def test_a_checkpoint_from_before_the_components_loads_and_exports_as_gpt2(char_run, tmp_path):
+    # hyperparameters written before GPTConfig had position, norm, ... : their defaults are GPT-2's
+    ckpt = torch.load(char_run["best_ckpt"], map_location="cpu", weights_only=True)
+    fields = ckpt["hyper_parameters"]["model"]
+    for name in (*GPT2_COMPONENTS, "rope_base"):
+        del fields[name]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    model, tokenizer, _ = load_checkpoint(old)
+    assert {k: getattr(model.config, k) for k in GPT2_COMPONENTS} == GPT2_COMPONENTS
+    out = export(DictConfig({"ckpt_path": str(old), "out_dir": str(tmp_path / "hf")}))
+    idx = torch.tensor([[tokenizer.encode(ch)[0] for ch in SAMPLE[:32]]])
+    with torch.no_grad():
+        ours = model(idx)[0][..., : tokenizer.vocab_size]
+    error = relative_error(ours, hf_logits(out, idx))
+    assert error < 1e-4, error
 
 
 class CreatesAFile:

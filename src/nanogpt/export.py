@@ -1,5 +1,8 @@
-"""``nanogpt-export``: write a trained checkpoint as a Hugging Face GPT-2 folder.
+"""``nanogpt-export``: write a trained checkpoint as a Hugging Face GPT-2 or Llama folder.
 
+A model with GPT-2's components (learned positions, LayerNorm, GELU: :mod:`nanogpt.hf_gpt2`) is
+written as ``GPT2LMHeadModel``, one with rotary positions, RMSNorm and SwiGLU as ``LlamaForCausalLM``
+(:mod:`nanogpt.hf_llama`); any other is refused, naming the options that neither format holds.
 The folder is what ``save_pretrained`` writes (``config.json``, ``model.safetensors``), so
 ``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads it. A GPT-2 BPE model also gets
 its tokenizer files (``vocab.json``, ``merges.txt``) for ``AutoTokenizer``; any other tokenizer is
@@ -15,6 +18,7 @@ checkpoint, or any other file is never deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
 import os
@@ -30,10 +34,19 @@ from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
 from nanogpt.errors import user_errors_in_one_line
-from nanogpt.hf_gpt2 import hf_model_from_gpt, write_gpt2_tokenizer
-from nanogpt.model import GPT
+from nanogpt.hf_gpt2 import (
+    GPT2_COMPONENTS,
+    hf_model_from_gpt,
+    hydra_value,
+    non_gpt2_components,
+    write_gpt2_tokenizer,
+)
+from nanogpt.hf_llama import LLAMA_COMPONENTS, hf_llama_from_gpt, non_llama_components
+from nanogpt.model import GPT, GPTConfig
 from nanogpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
+# hf_format's answer -> the format's name and the function that builds it as a transformers model
+FORMATS = {"gpt2": ("GPT-2", hf_model_from_gpt), "llama": ("Llama", hf_llama_from_gpt)}
 TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
 README = "README.md"
 
@@ -109,10 +122,32 @@ def refuse_existing(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def readme(ckpt_path: str, meta: dict) -> str:
+def hf_format(config: GPTConfig, source: str) -> str:
+    """The Hugging Face format that holds ``config``'s model, a key of :data:`FORMATS`; an error naming
+    each option that keeps it out of both."""
+    gpt2 = non_gpt2_components(dataclasses.asdict(config))
+    gpt2.pop("norm_gain", None)  # LayerNorms without a gain export gains of one
+    if not gpt2:
+        return "gpt2"
+    llama = non_llama_components(config)
+    if not llama:
+        return "llama"
+
+    def misfit(fields: dict, has: dict, name: str) -> str:
+        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in fields.items())
+        return f"{name}'s for {asked} ({name} has {', '.join(f'{k}={hydra_value(has[k])}' for k in fields)})"
+
+    raise ValueError(
+        f"ckpt_path={source}: nanogpt-export writes Hugging Face's GPT-2 or Llama format, and neither has "
+        f"a place for this model: {misfit(gpt2, GPT2_COMPONENTS, 'GPT-2')}, "
+        f"{misfit(llama, LLAMA_COMPONENTS, 'Llama')}; train with the components of one of them"
+    )
+
+
+def readme(ckpt_path: str, meta: dict, fmt: str) -> str:
     """The exported folder's README.md: where it came from and how to read its tokens."""
     lines = [
-        "# A nanogpt model in Hugging Face GPT-2 format",
+        f"# A nanogpt model in Hugging Face {FORMATS[fmt][0]} format",
         "",
         f"Exported by `nanogpt-export` from `{ckpt_path}`. Load it with",
         "`transformers.AutoModelForCausalLM.from_pretrained(<this folder>)`.",
@@ -150,27 +185,30 @@ def readme(ckpt_path: str, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, source: str) -> None:
-    """Write ``model`` and ``tokenizer`` (read from checkpoint ``source``) into the empty ``folder``."""
+def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, source: str, fmt: str) -> None:
+    """Write ``model`` in format ``fmt`` and ``tokenizer`` (read from checkpoint ``source``) into the
+    empty ``folder``."""
     meta = tokenizer.meta()
     bpe = meta["kind"] == "gpt2"
-    hf = hf_model_from_gpt(model, tokenizer.vocab_size, eos_token_id=tokenizer.eot_token if bpe else None)
+    build = FORMATS[fmt][1]
+    hf = build(model, tokenizer.vocab_size, eos_token_id=tokenizer.eot_token if bpe else None)
     # safetensors, not pickle: loading it runs no code (transformers 5 writes nothing else)
     hf.save_pretrained(folder, safe_serialization=True)
     if bpe:
         write_gpt2_tokenizer(folder, model_max_length=model.config.block_size)
     else:
         (folder / TOKENIZER_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1) + "\n")
-    (folder / README).write_text(readme(source, meta))
+    (folder / README).write_text(readme(source, meta, fmt))
 
 
 def export(cfg: DictConfig) -> Path:
-    """Write ``cfg.ckpt_path`` as a Hugging Face GPT-2 folder at ``cfg.out_dir``; return the folder."""
+    """Write ``cfg.ckpt_path`` as a Hugging Face GPT-2 or Llama folder at ``cfg.out_dir``; return it."""
     if not cfg.get("out_dir"):
         raise ValueError("no out_dir given; pass out_dir=/path/to/new/folder")
     out_dir = Path(cfg.out_dir).expanduser().absolute()
     refuse_existing(out_dir, cfg.get("overwrite", False))
     model, tokenizer, _ = load_checkpoint(cfg.get("ckpt_path"), "cpu")
+    fmt = hf_format(model.config, str(cfg.ckpt_path))  # before anything is written
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # beside out_dir, so the rename into place stays on one file system; mkdir (unlike mkdtemp)
     # gives the folder the user's usual permissions
@@ -178,7 +216,7 @@ def export(cfg: DictConfig) -> Path:
     tmp, old = out_dir.parent / f"{name}.tmp", out_dir.parent / f"{name}.old.tmp"
     tmp.mkdir()
     try:
-        write_folder(tmp, model, tokenizer, str(cfg.ckpt_path))
+        write_folder(tmp, model, tokenizer, str(cfg.ckpt_path), fmt)
         if out_dir.exists():  # empty, or overwrite=true: set it aside until the new one is in place
             out_dir.rename(old)
         tmp.rename(out_dir)

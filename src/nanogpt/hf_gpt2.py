@@ -7,7 +7,11 @@ nanoGPT named its weights after Hugging Face's, so a state dict converts key for
   attention's ``c_attn`` and ``c_proj`` and the MLP's ``c_fc`` and ``c_proj``;
 - HF's GPT-2 always has biases; a model of ours trained with ``bias=False`` exports zero ones;
 - GPT-2 was trained with the tanh approximation of GELU (HF's ``gelu_new``), ours defaults to the
-  exact one: ``GPTConfig.gelu_approximate`` says which, and travels to HF as ``activation_function``.
+  exact one: ``GPTConfig.gelu_approximate`` says which, and travels to HF as ``activation_function``;
+- GPT-2 has no place for our other components (:data:`GPT2_COMPONENTS`): a model with rotary
+  positions, RMSNorm, another MLP, grouped-query attention or a logit cap neither starts from its
+  weights nor exports to its format (``nanogpt-export`` writes one with rotary positions, RMSNorm
+  and SwiGLU as Llama, :mod:`nanogpt.hf_llama`).
 
 ``transformers`` is an optional extra (``pip install 'nanogpt[hf]'``), imported only by the functions
 that need it, so neither ``import nanogpt`` nor a run without ``init_from`` pays for it.
@@ -15,11 +19,13 @@ that need it, so neither ``import nanogpt`` nor a run without ``init_from`` pays
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +60,19 @@ GPT2_PRETRAINED = dict(vocab_size=50257, bias=True, tie_weights=True, gelu_appro
 SHAPE_FIELDS = (
     *("n_layer", "n_head", "n_embd", "block_size", "vocab_size"),  # the weights' shapes
     *("bias", "tie_weights", "gelu_approximate"),  # and GPT-2's maths: biases, tied embeddings, tanh GELU
+)
+
+# GPT-2's choice of each component GPTConfig offers (GPTConfig's defaults). OpenAI's weights and HF's
+# GPT2LMHeadModel have no place for another: no RoPE, RMSNorm, query/key norms, other MLPs, fewer
+# key/value heads or logit cap. rope_base is not here: with learned positions nothing reads it.
+GPT2_COMPONENTS = dict(
+    position="learned",
+    norm="layernorm",
+    norm_gain=True,
+    qk_norm=False,
+    mlp="gelu",
+    n_kv_head=None,
+    logit_softcap=None,
 )
 
 # weights HF keeps as Conv1D, (in, out): transposed against our nn.Linear's (out, in)
@@ -181,6 +200,20 @@ def pretrained_shape(init_from: str) -> dict[str, Any]:
     return config_from_hf(import_transformers().AutoConfig.from_pretrained(folder), init_from)
 
 
+def non_gpt2_components(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The GPTConfig ``fields`` whose component GPT-2 does not have (:data:`GPT2_COMPONENTS`), with
+    their values. An absent field is GPTConfig's default, which is GPT-2's, so the hyperparameters of
+    a checkpoint saved before the field existed are GPT-2's too."""
+    found = {}
+    for name, gpt2 in GPT2_COMPONENTS.items():
+        value = fields.get(name, gpt2)
+        if name == "n_kv_head" and value == fields.get("n_head"):
+            continue  # one key/value head per query head: GPT-2's multi-head attention, spelled out
+        if value != gpt2:
+            found[name] = value
+    return found
+
+
 def apply_pretrained_shape(
     model_fields: dict[str, Any], shape: dict[str, Any], init_from: str
 ) -> dict[str, Any]:
@@ -188,7 +221,8 @@ def apply_pretrained_shape(
 
     A field left null (as in ``configs/model/gpt2_pretrained.yaml``) takes the checkpoint's value; a
     value that differs from it would not fit the weights, so the error names the override to drop.
-    The other fields (``dropout``, ``init_from``) are returned as given.
+    The other fields (``dropout``, ``init_from``, the components) are returned as given; a component
+    GPT-2 does not have (``model.position=rope``, ...) is refused, as its weights have no place for it.
     """
     asked = {k: model_fields.get(k) for k in SHAPE_FIELDS}
     conflicts = {k: v for k, v in asked.items() if v is not None and v != shape[k]}
@@ -200,11 +234,22 @@ def apply_pretrained_shape(
             f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
             "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
         )
-    return {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
+    fields = {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
+    misfits = non_gpt2_components(fields)
+    if misfits:
+        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in misfits.items())
+        gpt2 = " ".join(f"model.{k}={hydra_value(GPT2_COMPONENTS[k])}" for k in misfits)
+        raise ValueError(
+            f"model.init_from={init_from} starts from GPT-2's weights, which have no place for {asked}; "
+            f"pass GPT-2's {gpt2}, or train that model from scratch (e.g. model=gpt2, which has no init_from)"
+        )
+    return fields
 
 
 def hydra_value(value: Any) -> str:
-    """``value`` as a command-line override spells it (``true``, not ``True``)."""
+    """``value`` as a command-line override spells it (``true``, not ``True``; ``null``, not ``None``)."""
+    if value is None:
+        return "null"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -291,19 +336,23 @@ def hf_model_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None = No
 
     The rows past ``vocab_size`` (the tokenizer's size) are our padding for faster matmuls: no token
     has them, no target ever was one, so they are dropped and the folder's vocabulary matches its
-    tokenizer, as Hugging Face's tools expect. A model without biases gets zero ones.
+    tokenizer, as Hugging Face's tools expect. A model without biases gets zero ones, and one whose
+    LayerNorms have no gain gets gains of one (and zero biases): GPT-2's always has both.
     """
-    if vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"a {vocab_size}-token vocabulary does not fit a {model.config.vocab_size}-row model"
-        )
+    c = model.config
+    misfits = non_gpt2_components(dataclasses.asdict(c))
+    misfits.pop("norm_gain", None)  # a gain of one is none
+    assert not misfits, f"GPT-2 has no place for {misfits}: the caller checks the components first"
+    if vocab_size > c.vocab_size:
+        raise ValueError(f"a {vocab_size}-token vocabulary does not fit a {c.vocab_size}-row model")
     hf = import_transformers().GPT2LMHeadModel(hf_config_from_gpt(model, vocab_size, eos_token_id))
     ours = dict(model.state_dict())
     with torch.no_grad():
         for name, tensor in hf.state_dict().items():  # views of hf's parameters: copy_ writes into them
             if name not in ours:
-                assert name.endswith(".bias") and not model.config.bias, f"no weight of ours for {name}"
-                tensor.zero_()
+                gainless = not c.norm_gain and ".ln_" in name  # an affine-free LayerNorm's weight and bias
+                assert gainless or (name.endswith(".bias") and not c.bias), f"no weight of ours for {name}"
+                tensor.fill_(0.0 if name.endswith(".bias") else 1.0)
                 continue
             value = ours.pop(name)
             if name.endswith(CONV1D_WEIGHTS):
