@@ -217,11 +217,6 @@ def test_the_kv_cache_equals_full_recomputation(model64, prefill):
     torch.testing.assert_close(torch.cat(steps, dim=1), full)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GPT.forward softcaps logits.float(), which upcasts bf16 but downcasts float64: a float64 "
-    "model's logits come back float32 (and float64 tests lose their precision)",
-)
 @torch.no_grad()
 def test_a_float64_model_with_a_softcap_keeps_float64_logits():
     model = GPT(config_of("softcap")).double()

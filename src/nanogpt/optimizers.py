@@ -52,20 +52,21 @@ class MuonWithAdamW(torch.optim.Optimizer):
     Lightning's automatic optimization steps one optimizer, and a scheduler drives one. Rather than
     manual optimization (our own copy of the step, accumulation and clipping logic), this holds
     torch's two optimizers and shares their parameter groups and state: ``param_groups`` lists
-    Muon's groups, then AdamW's, as the same dicts, so a scheduler setting every group's ``lr``
+    AdamW's groups, then Muon's, as the same dicts, so a scheduler setting every group's ``lr``
     drives both, gradient clipping and ``zero_grad`` see every parameter, and ``state_dict`` holds
-    both states in one checkpoint entry, as any torch optimizer's does.
+    both states in one checkpoint entry, as any torch optimizer's does. AdamW's come first so that
+    the first group's rate, which the ``lr`` metric logs, is ``optimizer.lr``'s under any optimizer.
     """
 
     def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW) -> None:
         self.muon, self.adamw = muon, adamw
-        super().__init__([*muon.param_groups, *adamw.param_groups], defaults={})
+        super().__init__([*adamw.param_groups, *muon.param_groups], defaults={})
         self._share()
 
     def _share(self) -> None:
         # the inner optimizers read the outer's group dicts and state (their parameters are disjoint)
-        n = len(self.muon.param_groups)
-        self.muon.param_groups, self.adamw.param_groups = self.param_groups[:n], self.param_groups[n:]
+        n = len(self.adamw.param_groups)
+        self.adamw.param_groups, self.muon.param_groups = self.param_groups[:n], self.param_groups[n:]
         self.muon.state = self.adamw.state = self.state
 
     def load_state_dict(self, state_dict: dict) -> None:
