@@ -180,9 +180,11 @@ def test_rope_scores_depend_only_on_the_distance_between_query_and_key():
     hs, T = 8, 16
     cos, sin = rope_tables(hs, T, base=10000.0)
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 1, 1, hs, generator=gen).expand(1, 1, T, hs)  # the same query and key everywhere
-    k = torch.randn(1, 1, 1, hs, generator=gen).expand(1, 1, T, hs)
-    scores = apply_rope(q, cos, sin)[0, 0] @ apply_rope(k, cos, sin)[0, 0].T  # (T, T): query m, key n
+    q = torch.randn(1, 1, 1, hs, generator=gen).expand(
+        1, T, 1, hs
+    )  # (B, T, nh, hs): the same query and key everywhere
+    k = torch.randn(1, 1, 1, hs, generator=gen).expand(1, T, 1, hs)
+    scores = apply_rope(q, cos, sin)[0, :, 0] @ apply_rope(k, cos, sin)[0, :, 0].T  # (T, T): query m, key n
     for shift in (1, 5):
         torch.testing.assert_close(scores[shift:, shift:], scores[:-shift, :-shift], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(scores[0, 1], scores[0, 2])  # and the distance does matter

@@ -105,7 +105,7 @@ def test_every_parameter_is_trained_once_and_muon_holds_only_the_blocks_matrices
     counts = Counter(id(p) for p in by_muon + by_adamw)
     assert set(counts) == {id(p) for p in model.parameters()} and set(counts.values()) == {1}
     # what the outer optimizer steps, clips and zeroes: the same parameters, in the same group dicts
-    assert [id(p) for g in optimizer.param_groups for p in g["params"]] == [id(p) for p in by_muon + by_adamw]
+    assert [id(p) for g in optimizer.param_groups for p in g["params"]] == [id(p) for p in by_adamw + by_muon]
     # found by walking the modules, not by GPT.param_groups: the weights of the Linear layers inside
     # the blocks (not the head, not the embeddings)
     block_matrices = {id(m.weight) for m in model.transformer.h.modules() if isinstance(m, nn.Linear)}
@@ -192,9 +192,9 @@ def test_one_scheduler_drives_both_rates_as_two_optimizers_each_with_its_own():
     for batch in windows(steps, 4):
         # both rates scale together: the matrices' and the rest's, by the one factor of this step
         rates = [g["lr"] for g in optimizer.param_groups]
-        factors.append(rates[0] / MATRIX_LR)
-        assert rates == pytest.approx([MATRIX_LR * factors[-1]] + [LR * factors[-1]] * 2, rel=1e-12)
-        assert rates == [g["lr"] for o in (muon_alone, adamw_alone) for g in o.param_groups]
+        factors.append(rates[-1] / MATRIX_LR)
+        assert rates == pytest.approx([LR * factors[-1]] * 2 + [MATRIX_LR * factors[-1]], rel=1e-12)
+        assert rates == [g["lr"] for o in (adamw_alone, muon_alone) for g in o.param_groups]
         train_steps(model, optimizer, [batch], scheduler)
         for o in (muon_alone, adamw_alone):
             o.zero_grad()
@@ -358,7 +358,7 @@ def test_a_resumed_muon_run_is_bitwise_equal_to_an_uninterrupted_one(cfg_muon, t
             "to": str(saved_at_4),
         }
     train(straight)
-    assert len(read_checkpoint(saved_at_4)["optimizer_states"][0]["param_groups"]) == 3  # Muon's and AdamW's
+    assert len(read_checkpoint(saved_at_4)["optimizer_states"][0]["param_groups"]) == 3  # AdamW's two and Muon's
     second = cfg.copy()
     with open_dict(second):
         second.paths.output_dir = str(tmp_path / "second")
