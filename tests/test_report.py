@@ -271,3 +271,21 @@ def test_the_record_counts_the_models_parameters_and_old_records_still_read(tmp_
     assert load_job(run.path).parameters == 804_096
     (run.path / "config.yaml").unlink()
     assert load_job(run.path).parameters is None  # nothing to count from: the column stays empty
+
+
+def test_jobs_of_another_sweep_of_the_study_join_the_report(ablation, tmp_path_factory):
+    # the seed-3 jobs ran as a second command (e.g. on another machine): the first sweep stopped after
+    # seed 2, and its plan still lists seed 3's jobs
+    other = tmp_path_factory.mktemp("more") / "seed3"
+    other.mkdir()
+    for job in [p for p in ablation.iterdir() if p.is_dir() and int(p.name) >= 2 * len(ABLATIONS)]:
+        job.rename(other / job.name)
+    assert report_main([str(ablation)]) == 0
+    assert "never ran" in (ablation / "report.md").read_text()
+    assert report_main([str(ablation), "--add", str(other)]) == 0
+    report = (ablation / "report.md").read_text()
+    assert "never ran" not in report and "seed3/6" in report
+    rows = by_ablation(ablation)
+    assert {a: int(r["n"]) for a, r in rows.items()} == {a: 3 for a in ABLATIONS}
+    assert float(rows["rope"]["mean"]) == pytest.approx(sum(LOSSES["rope"]) / 3)
+    assert not (other / "report.md").exists()  # written into the first folder only

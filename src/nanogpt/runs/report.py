@@ -36,6 +36,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from nanogpt.files import write_atomically
@@ -46,8 +47,13 @@ from nanogpt.runs.render import TIME_PLOT, job_label, render, seeds_repeat
 from nanogpt.runs.stats import config_keys, parse_baseline, seed_statistics, varying_keys
 
 
-def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Job]:
+def find_jobs(
+    sweep_dir: str | os.PathLike, plan: Plan | None = None, also: Sequence[str | os.PathLike] = ()
+) -> list[Job]:
     """Every job of ``sweep_dir``: its job folders, then the planned grid jobs that have none.
+
+    ``also``: other sweep folders of the same study (e.g. seeds another command or machine ran), whose
+    jobs that ran join the table named ``<folder>/<job>``, and count for ``sweep_dir``'s plan.
 
     ``plan`` defaults to the sweep's ``sweep.json``. With a plan, a folder of this command without
     ``result.json`` is a job that Hydra set up but that never started, and counts as not run (a job
@@ -71,24 +77,29 @@ def find_jobs(sweep_dir: str | os.PathLike, plan: Plan | None = None) -> list[Jo
             "e.g. runs/<experiment>/multirun_<time>, whose sub-folders are its jobs"
         )
     jobs = [load_job(p) for p in sorted(folders, key=lambda p: natural_key(p.name))]
+    for other in also:  # their own unrun jobs are theirs; ours are what none of them ran
+        ran = [j for j in find_jobs(other) if j.status not in UNRUN]
+        jobs += [replace(j, name=f"{Path(other).name}/{j.name}") for j in ran]
     if plan is not None and plan.jobs is not None:
         jobs += unrun_grid_jobs(jobs, plan)
     return jobs
 
 
-def write_report(sweep_dir: str | os.PathLike, baseline: str | None = None) -> Path:
+def write_report(
+    sweep_dir: str | os.PathLike, baseline: str | None = None, also: Sequence[str | os.PathLike] = ()
+) -> Path:
     """Write ``report.md``, ``report.csv``, ``val_loss.png`` (and ``seeds.csv``, ``val_loss_vs_time.png``)
     into ``sweep_dir``.
 
     ``baseline`` (``KEY=VALUE``) is the configuration the seed statistics compare each one with; a
     ``ValueError`` lists the valid choices when the sweep has no such configuration. ``None``: the
-    default (:func:`~nanogpt.runs.stats.default_baseline`).
+    default (:func:`~nanogpt.runs.stats.default_baseline`). ``also``: see :func:`find_jobs`.
     """
     from nanogpt.runs.plots import plot_against_time, plot_sweep  # matplotlib only when a report is written
 
     sweep_dir = Path(sweep_dir)
     plan = Plan.load(sweep_dir)
-    jobs = find_jobs(sweep_dir, plan)
+    jobs = find_jobs(sweep_dir, plan, also)
     chosen = parse_baseline(baseline, jobs) if baseline is not None else None
     md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan, chosen)
     varying, _ = varying_keys(jobs)
@@ -129,9 +140,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "nanogpt-report") -> int
         "with the one that has KEY=VALUE and its own other values. Default: the first value listed "
         "of the first override the sweep varies (seed aside), the first job's; report.md names it",
     )
+    parser.add_argument(
+        "--add",
+        metavar="SWEEP_DIR",
+        nargs="+",
+        default=[],
+        type=Path,
+        help="more sweep folders of the same study, e.g. the seeds a second command or machine ran: "
+        "their jobs join this report (named <folder>/<job>), which is written into sweep_dir only",
+    )
     args = parser.parse_args(argv)
     try:
-        path = write_report(args.sweep_dir, args.baseline)
+        path = write_report(args.sweep_dir, args.baseline, args.add)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"{prog}: {err}\n")
     sys.stdout.write(path.read_text())
