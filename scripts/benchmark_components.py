@@ -3,9 +3,10 @@
 Builds the ``shakespeare_char_cpu`` model (4 layers, 4 heads, 128 channels, context 64, 65 tokens,
 no biases) once per choice of ``configs/ablation/`` (and the ``gpt_modern`` preset), each with its
 optimizer, and times full training steps on the same batch of 12 windows: forward, backward,
-clipping, the optimizer's step. The choices are timed in turn, round after round, so a machine
-that slows down (other work, heat) slows them all alike; the table gives each one's median over the
-rounds and its ratio to GPT-2 with AdamW. The ratio is what carries over between machines and days.
+clipping, the optimizer's step. The choices are timed in turn, round after round and in a new
+random order each round, so a machine that slows down (other work, heat) slows them all alike; the
+table gives each one's median over the rounds and its ratio to GPT-2 with AdamW. The ratio is what
+carries over between machines and days.
 
     python scripts/benchmark_components.py                    # 1 CPU thread, 8 rounds of 25 steps
     python scripts/benchmark_components.py --threads 2 --rounds 12
@@ -14,6 +15,7 @@ rounds and its ratio to GPT-2 with AdamW. The ratio is what carries over between
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -73,8 +75,12 @@ def main() -> None:
     built = {name: build(*choice) for name, choice in CHOICES.items()}
     x = torch.randint(0, SHAPE["vocab_size"], (12, SHAPE["block_size"]))  # (B, T): the recipe's batch
     ms: dict[str, list[float]] = {name: [] for name in CHOICES}
+    order = list(built)
+    shuffle = random.Random(0)
     for round_ in range(args.rounds + 1):  # round 0 warms up the allocator and kernels, untimed
-        for name, (model, optimizer) in built.items():
+        shuffle.shuffle(order)  # no choice always runs first, or right after the same one
+        for name in order:
+            model, optimizer = built[name]
             start = time.perf_counter()
             for _ in range(args.steps):
                 _, loss = model(x, x)
