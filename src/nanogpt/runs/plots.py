@@ -55,7 +55,7 @@ def plot_sweep(curves: Mapping[str, Curve], path: str | os.PathLike, title: str 
     for label, points in curves.items():
         if points:
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, marker="o", markersize=3, label=label)
+            ax.plot(steps, values, marker="o", markersize=3, label=_short(label))
     ax.set(xlabel="step", ylabel="val/loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     if ax.has_data():
@@ -91,7 +91,7 @@ def plot_against_time(
                 ax.plot(*zip(*points, strict=True), linewidth=0.8, alpha=0.35, **style)
         mean = _mean_curve(runs)
         if mean:
-            ax.plot(*zip(*mean, strict=True), marker="o", markersize=3, linewidth=2, label=label, **style)
+            ax.plot(*zip(*mean, strict=True), marker="o", markersize=3, linewidth=2, label=_short(label), **style)
     ax.set(xlabel="seconds of training (validations included)", ylabel="val/loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     if ax.has_data():
@@ -103,6 +103,12 @@ def plot_against_time(
             0.5, 0.5, "no run logged val/loss with its time", ha="center", va="center", transform=ax.transAxes
         )
     return _save(fig, path)
+
+
+def _short(label: str, most: int = 48) -> str:
+    """``label`` cut to ``most`` characters: an Optuna trial's overrides, beside the axes, would leave
+    them no room (report.md has every label whole)."""
+    return label if len(label) <= most else label[: most - 1] + "…"
 
 
 def _mean_curve(runs: Sequence[Sequence[tuple[float, float]]]) -> list[tuple[float, float]]:
