@@ -91,7 +91,8 @@ def plot_against_time(
                 ax.plot(*zip(*points, strict=True), linewidth=0.8, alpha=0.35, **style)
         mean = _mean_curve(runs)
         if mean:
-            ax.plot(*zip(*mean, strict=True), marker="o", markersize=3, linewidth=2, label=_short(label), **style)
+            points = zip(*mean, strict=True)
+            ax.plot(*points, marker="o", markersize=3, linewidth=2, label=_short(label), **style)
     ax.set(xlabel="seconds of training (validations included)", ylabel="val/loss (nats/token)", title=title)
     ax.grid(alpha=0.3)
     if ax.has_data():
