@@ -321,6 +321,7 @@ def cfg_muon(cfg_tiny):
     return cfg_tiny
 
 
+@pytest.mark.slow  # the resume test below trains with Muon by default; this one is the loss's sanity check
 def test_a_short_muon_run_lowers_the_loss(cfg_muon):
     from nanogpt.train import train
 
