@@ -359,7 +359,9 @@ def test_a_resumed_muon_run_is_bitwise_equal_to_an_uninterrupted_one(cfg_muon, t
             "to": str(saved_at_4),
         }
     train(straight)
-    assert len(read_checkpoint(saved_at_4)["optimizer_states"][0]["param_groups"]) == 3  # AdamW's two and Muon's
+    assert (
+        len(read_checkpoint(saved_at_4)["optimizer_states"][0]["param_groups"]) == 3
+    )  # AdamW's two and Muon's
     second = cfg.copy()
     with open_dict(second):
         second.paths.output_dir = str(tmp_path / "second")
