@@ -188,7 +188,7 @@ def test_unknown_experiment_lists_the_choices():
 
 def compose_search(search: str) -> DictConfig:
     """The CPU recipe under an Optuna search, with its Hydra config (the sweeper's settings)."""
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         overrides = [f"hparams_search={search}", "experiment=shakespeare_char_cpu"]

@@ -141,7 +141,7 @@ def refusal_before_the_first_job(tmp_path: Path, overrides: list[str]) -> str:
 )
 def test_what_cannot_run_is_refused_before_the_first_job(tmp_path, overrides, messages):
     if "hparams_search" in overrides[0]:
-        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+        pytest.importorskip("optuna")
     said = refusal_before_the_first_job(tmp_path, overrides)
     assert all(m in said for m in messages), said
     assert said.endswith("(checked before the first job; nothing was run)")
@@ -181,7 +181,7 @@ def test_a_grid_sweep_on_two_processes_gives_every_rank_its_jobs_hyperparameters
 
 @pytest.mark.slow
 def test_an_optuna_search_on_two_processes_gives_every_rank_its_trials_parameters(tmp_path, text_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     study = pytest.importorskip("optuna")
     base = [a for a in SWEEP if not a.startswith(("optimizer.lr=", "scheduler.warmup_steps="))]
     args = [
@@ -255,7 +255,7 @@ def test_sweep_strategy_keeps_what_is_safe_and_refuses_what_is_not():
 
 def test_optuna_sweep_resumes_its_study_from_sqlite(tmp_path, text_path):
     # the [sweep] extra, which the README's test command installs
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     study = pytest.importorskip("optuna")
     args = [
         "name=search",
@@ -561,7 +561,10 @@ def test_the_sweep_plan_is_hydras_job_order(tmp_path):
     ]
     assert plan.pid == os.getpid() and not plan.ended
 
-    config.hydra.sweeper = {"_target_": "hydra_plugins.hydra_optuna_sweeper.OptunaSweeper", "n_trials": 7}
+    config.hydra.sweeper = {
+        "_target_": "hydra_plugins.nanogpt_sweeper.optuna_sweeper.OptunaSweeper",
+        "n_trials": 7,
+    }
     fake_job(tmp_path, "earlier_0", ["seed=1"])
     plan = plan_sweep(config, sweep_overrides(config))
     assert (plan.jobs, plan.trials, plan.earlier_jobs) == (None, 7, ["earlier_0"])

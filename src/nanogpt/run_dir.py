@@ -4,7 +4,7 @@ One run of ``nanogpt-train`` owns one folder (``runs/<name>/<time>_<suffix>``, n
 :mod:`nanogpt.runs.names`)::
 
     config.yaml          the config as it trained (after train.derive), resolved
-    result.json          :class:`Result`: running, then completed, interrupted or failed
+    result.json          :class:`Result`: running, then completed, interrupted, failed or pruned
     train.log            the console's log, and a failure's traceback
     loss.png             the loss curves
     checkpoints/         best.ckpt (lowest val/loss) and last.ckpt (newest state); the folder is
@@ -48,7 +48,7 @@ METRICS_CSV = "csv/metrics.csv"  # where configs/logger/csv.yaml has Lightning's
 HYDRA_RECORD = ".hydra"  # Hydra's own record of the command: config.yaml, hydra.yaml, overrides.yaml
 HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkpoint, in the run folder
 
-STATUSES = ("running", "completed", "interrupted", "failed")
+STATUSES = ("running", "completed", "interrupted", "failed", "pruned")
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Result:
     and ``non_finite`` names it and its value.
     """
 
-    status: Literal["running", "completed", "interrupted", "failed"]
+    status: Literal["running", "completed", "interrupted", "failed", "pruned"]
     name: str | None = None  # the experiment's name (cfg.name)
     overrides: list[str] = field(default_factory=list)  # the command's overrides, as typed
     seed: int | None = None
@@ -130,7 +130,7 @@ class Result:
     best_ckpt: str | None = None
     metrics: dict[str, float | None] = field(default_factory=dict)  # the final callback metrics
     history: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)  # (step, value)
-    error: str | None = None  # a failed or interrupted run's reason
+    error: str | None = None  # why a run failed, was interrupted, or was pruned ("pruned at step N")
     resume: str | None = None  # the command that continues the run
     non_finite: dict[str, str] = field(default_factory=dict)  # fields written as null: their value
 

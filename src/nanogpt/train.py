@@ -35,6 +35,7 @@ from nanogpt.model import GPTConfig
 from nanogpt.options import check_options
 from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
 from nanogpt.runs.record import RunRecord, interrupted_by, sigterm_raises
+from nanogpt.runs.study import PruneTrial, job_trial
 from nanogpt.runs.sweep import processes_start_outside
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer, module, datamodule = build(cfg, corpus, pretrained, record.requeued)
         record.watch(trainer)
         fit(cfg, trainer, module, datamodule, record.requeued)
+        pruning = next((c for c in trainer.callbacks if isinstance(c, PruneTrial)), None)
+        pruned_at = PruneTrial.pruned_at(pruning.trial.study, pruning.trial.number) if pruning else None
+        if pruned_at is not None:
+            return record.prune(trainer, pruned_at)
         return record.complete(trainer)
 
 
@@ -165,6 +170,9 @@ def build(
     if pretrained is not None:
         module.model.load_state_dict(pretrained)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trial = job_trial()  # a job of an Optuna search reports val/loss to its trial, which may prune it
+    if trial is not None:
+        callbacks.append(PruneTrial(trial))
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -262,6 +270,11 @@ def main(cfg: DictConfig) -> float | None:
         if signum is not None:
             sys.exit(128 + signum)
         raise
+    if metrics.get("pruned_at_step") is not None:
+        import optuna  # only a job of an Optuna search is pruned
+
+        # how Optuna's sweeper learns that the trial was pruned, not failed (the record says so too)
+        raise optuna.TrialPruned(f"pruned at step {metrics['pruned_at_step']}")
     # A sweeper (e.g. Optuna) minimises what the app returns.
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None

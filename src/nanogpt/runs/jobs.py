@@ -24,7 +24,7 @@ from nanogpt.run_dir import HYDRA_RECORD, RESULT_FILE, Result, RunDir, parameter
 
 # planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
 UNRUN = ("pending", "never_ran")
-STATUSES = ("completed", "interrupted", "failed", "running", *UNRUN)
+STATUSES = ("completed", "pruned", "interrupted", "failed", "running", *UNRUN)
 
 
 def is_alive(host: str | None, pid: int | None) -> bool:

@@ -4,7 +4,8 @@
 :class:`RunRecord` wraps a run: entering it claims the folder with a ``running`` result (with host
 and pid, so a report can tell a running job from a killed one); ``save_config`` writes the config
 the run trains with, once it is derived; leaving it
-writes ``completed`` with the best and final metrics, ``interrupted`` (Ctrl-C, SIGTERM) with the
+writes ``completed`` with the best and final metrics (``pruned at step N`` for a trial its Optuna
+pruner stopped), ``interrupted`` (Ctrl-C, SIGTERM) with the
 command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time,
 the model's parameter count (from the config ``save_config`` writes) and the loss history of the
 run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary on the console and in
@@ -212,6 +213,13 @@ class RunRecord:
         self.result.metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         return metrics
 
+    def prune(self, trainer: L.Trainer, step: int) -> dict[str, Any]:
+        """Mark the run pruned by its Optuna trial at ``step``; return what :meth:`complete` returns,
+        with ``pruned_at_step``."""
+        metrics = self.complete(trainer)
+        self.result.status, self.result.error = "pruned", f"pruned at step {step}"
+        return {**metrics, "pruned_at_step": step}
+
     def _take_best(self, trainer: L.Trainer) -> None:
         """The best val/loss and its checkpoint, as ``best.ckpt``'s callback ranks them; a run that
         stops early (Ctrl-C in a validation, a failure) keeps the best it saved."""
@@ -252,7 +260,7 @@ class RunRecord:
         result, run = self.result, self.run
         where = "before training" if result.step is None else f"at step {result.step}"
         lines = [f"run {result.status} {where} after {result.wall_time_s:.0f} s: {run.path}"]
-        if result.error:
+        if result.error and result.status != "pruned":  # the first line says where it was pruned
             lines.append(f"  error           {result.error}")
         # the best of result.json, so the console and the record never disagree
         best = result.best_val_loss

@@ -104,7 +104,7 @@ def render(
                 _fmt(job.val_bleu, 2),
                 _fmt(job.step, 0),
                 _fmt(job.wall_time_s, 1),
-                _status(job.status),
+                job.error if job.status == "pruned" and job.error else _status(job.status),
             ]
         )
         csv_rows.append(
