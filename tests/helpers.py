@@ -52,6 +52,14 @@ TINY = [
     "optimizer.lr=3e-3",
 ]
 
+# what configs/hparams_search/shakespeare_char_cpu_optim.yaml searches over
+CPU_SEARCHED_KEYS = {
+    "optimizer.lr",
+    "scheduler.warmup_steps",
+    "optimizer.weight_decay",
+    "scheduler.min_lr_ratio",
+}
+
 # what configs/hparams_search/shakespeare_optuna.yaml searches over
 SEARCHED_KEYS = {
     "optimizer.lr",
