@@ -336,8 +336,9 @@ def test_a_search_killed_mid_trial_resumes_without_losing_or_repeating_a_trial(t
         # the first trial trains (a validation is done) when the sweeper is killed
         wait_until(
             lambda: any(
-                (j / "metrics.csv").is_file() and "val/loss" in (j / "metrics.csv").read_text()
+                "val/loss" in csv.read_text()
                 for j in job_folders(root)
+                for csv in j.glob("csv/**/metrics.csv")
             ),
             "a validation of the first trial",
             proc,
