@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import TrainedOn, check_resumable
+from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
@@ -59,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
     folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
     """
+    quiet_lightning()
     run = run_dir_of(cfg)
     with RunRecord(run, cfg.get("name"), cfg.get("seed")) as record:
         with sigterm_raises():  # until fit, whose SIGTERM handling is Lightning's
