@@ -92,9 +92,10 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
     init_from = cfg.model.get("init_from")
     shape = None
     if init_from:
-        check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
         shape = pretrained_shape(str(init_from))
     GPTConfig(**model_fields(cfg.model, shape, vocab_size=1))  # the shape's options, before the data
+    if init_from:  # after the model's check, whose error names the whole command, data included
+        check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
     check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
     resume = resume_from(cfg, run, requeued)
     # a resumed run (or a requeued one) has its weights in its own checkpoint
