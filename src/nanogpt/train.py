@@ -25,7 +25,7 @@ from nanogpt.checkpoint import TrainedOn, check_resumable
 from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
-from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
+from nanogpt.devices import check_trainer_fits_machine, chosen_experiment, local_rank, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
@@ -96,7 +96,7 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
     GPTConfig(**model_fields(cfg.model, shape, vocab_size=1))  # the shape's options, before the data
     if init_from:  # after the model's check, whose error names the whole command, data included
         check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
-    check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
+    check_trainer_fits_machine(cfg.trainer, chosen_experiment())
     resume = resume_from(cfg, run, requeued)
     # a resumed run (or a requeued one) has its weights in its own checkpoint
     pretrained = load_pretrained(str(init_from)) if init_from and not (resume or requeued) else None
