@@ -304,6 +304,10 @@ def test_the_progress_display_is_a_bar_on_a_terminal_and_lines_elsewhere(monkeyp
     assert isinstance(progress_bar("auto"), StepProgressBar)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert isinstance(progress_bar("auto"), StepLines)
+    # a Jupyter kernel's stdout is no TTY, but it redraws a line as a terminal does
+    jupyter_stream = type("OutStream", (), {"__module__": "ipykernel.iostream", "isatty": lambda self: False})
+    monkeypatch.setattr(sys, "stdout", jupyter_stream())
+    assert isinstance(progress_bar("auto"), StepProgressBar)
     with pytest.raises(ValueError, match="callbacks.progress_bar.style='tty' is not a style; use auto"):
         progress_bar("tty")
 

@@ -41,15 +41,17 @@ def quiet_lightning() -> None:
 
 
 def progress_bar(style: str = "auto", refresh_rate: int = 10) -> ProgressBar:
-    """The run's progress display: :class:`StepProgressBar` on a terminal, :class:`StepLines` when
-    stdout is a file or a pipe (a SLURM log, ``| tee``), where a bar's redraws are escape codes.
+    """The run's progress display: :class:`StepProgressBar` on a terminal (or in Jupyter, which
+    redraws a line too), :class:`StepLines` when stdout is a file or a pipe (a SLURM log, ``| tee``),
+    where a bar's redraws are escape codes.
 
     Args:
         style: ``auto`` (by ``sys.stdout.isatty()``), ``bar`` or ``lines``.
         refresh_rate: the bar's redraw interval in optimizer steps.
     """
     if style == "auto":
-        style = "bar" if sys.stdout.isatty() else "lines"
+        jupyter = type(sys.stdout).__module__.startswith("ipykernel")  # its OutStream is no TTY
+        style = "bar" if sys.stdout.isatty() or jupyter else "lines"
     if style == "bar":
         return StepProgressBar(refresh_rate=refresh_rate)
     if style == "lines":
