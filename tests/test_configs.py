@@ -180,6 +180,26 @@ def test_command_line_overrides_win_over_the_experiment():
     assert cfg.scheduler.decay_steps == 500  # the schedule follows the run's length
 
 
+MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+
+
+def test_init_from_with_a_from_scratch_model_is_refused_naming_gpt2_pretrained(tmp_path):
+    # every model config takes model.init_from (no "not in struct" from Hydra)
+    for model in MODELS:
+        assert compose_train([f"model={model}", "model.init_from=gpt2"]).model.init_from == "gpt2"
+    # the default model has a shape of its own, not GPT-2's: refused at the first check, before any
+    # download or data work, naming the model config whose shape is the checkpoint's
+    cfg = compose_train(["model.init_from=gpt2"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.data.data_dir = str(tmp_path / "data")
+    with pytest.raises(
+        ValueError, match=r"model.n_layer=6.*; start from model=gpt2_pretrained, .*data=shakespeare_gpt2\)$"
+    ):
+        train(cfg)
+    assert not (tmp_path / "data").exists()
+
+
 def test_unknown_experiment_lists_the_choices():
     with pytest.raises(MissingConfigException, match=r"Could not find 'experiment/shakespear'") as err:
         compose_train(["experiment=shakespear"])

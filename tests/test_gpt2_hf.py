@@ -143,7 +143,10 @@ def test_the_converter_alone_gives_transformers_logits(tiny_gpt2_dir):
 def test_a_shape_field_that_differs_from_the_checkpoints_is_refused_with_the_fix():
     shape = pretrained_shape("gpt2")
     asked = {"init_from": "gpt2", "n_layer": 12, "block_size": None, "bias": False, "dropout": 0.1}
-    with pytest.raises(ValueError, match=r"\(bias=true\).*Drop the override model.bias=false, or set it"):
+    with pytest.raises(
+        ValueError,
+        match=r"\(bias=true\), but the config asks for model.bias=false; start from model=gpt2_pretrained",
+    ):
         apply_pretrained_shape(asked, shape, "gpt2")
     # a value equal to the checkpoint's is no conflict; the fields it does not fix stay as given
     fields = apply_pretrained_shape({**asked, "bias": True}, shape, "gpt2")
@@ -331,7 +334,11 @@ def test_cli_export_refuses_the_run_folder_in_one_line(char_run, tmp_path):
     "override, error, match",
     [
         ({"model.init_from": "gpt3"}, ValueError, r"init_from='gpt3'.*model.init_from=gpt2-medium.*folder"),
-        ({"model.n_layer": 4}, ValueError, r"n_layer=12.*Drop the override model.n_layer=4, or set it"),
+        (
+            {"model.n_layer": 4},
+            ValueError,
+            r"n_layer=12\), but the config asks for model.n_layer=4; start from",
+        ),
         ({"data.tokenizer": "char"}, ValueError, r"read GPT-2 BPE tokens.*data.tokenizer=gpt2"),
         ({"model.init_from": "./no/such/folder"}, FileNotFoundError, r"no folder there.*save_pretrained"),
         # a valid override of model=gpt2_pretrained, refused: GPT-2's weights have no rotary heads

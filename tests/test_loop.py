@@ -13,12 +13,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
+from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import read_checkpoint
-from nanogpt.devices import check_trainer_fits_machine
+from nanogpt.devices import check_trainer_fits_machine, chosen_experiment
 from nanogpt.train import train
 
 from .helpers import TINY, compose_train, read_metrics, run_cli, start, wait_until
@@ -382,7 +386,8 @@ def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_pat
     before = read_checkpoint(last)["global_step"]
     assert before == 10  # the periodic save; the interrupt's save of step 15 is stalled
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)  # at once, not after the 600 s save
+    # without waiting out the stalled 600 s save; the margin is for a loaded machine, not a speed bound
+    proc.wait(timeout=180)
     assert proc.returncode != 0
     assert read_checkpoint(last)["global_step"] == before  # whole, and never replaced
     assert not list(last.parent.glob(".*.tmp"))  # the half-written file was removed
@@ -469,6 +474,30 @@ def test_the_gpu_recipe_on_a_machine_without_cuda_names_the_cpu_recipe(cfg_tiny,
     ):
         train(cfg)
     assert not Path(cfg.data.data_dir).exists()  # refused before any data work
+
+
+def test_the_gpu_refusal_names_the_chosen_experiment_not_the_run_name(cfg_tiny, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose("train", ["experiment=shakespeare_char", "name=bpe"], return_hydra_config=True)
+    # as nanogpt-train runs it: Hydra's record of the command, which names the chosen experiment
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    HydraConfig.instance().set_config(composed)
+    cfg = compose_train(["experiment=shakespeare_char", "name=bpe"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg_tiny.paths.output_dir
+        cfg.data.data_dir = cfg_tiny.data.data_dir
+    with pytest.raises(ValueError, match=r"^experiment=shakespeare_char trains on a GPU") as refused:
+        train(cfg)
+    assert "experiment=bpe" not in str(refused.value)
+    # no experiment chosen (name=bpe on the default recipe with trainer=gpu): the refusal names none
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        composed = compose("train", ["trainer=gpu", "name=bpe"], return_hydra_config=True)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
+    HydraConfig.instance().set_config(composed)
+    with pytest.raises(ValueError, match=r"^this run trains on a GPU"):
+        check_trainer_fits_machine(composed.trainer, chosen_experiment())
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):

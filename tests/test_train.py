@@ -1,6 +1,8 @@
 import dataclasses
 import json
 import logging
+import re
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 from nanogpt.checkpoint import TrainedOn, check_resumable
+from nanogpt.console import StepLines, StepProgressBar, progress_bar
 from nanogpt.derive import RunFacts, derive
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.model import GPTConfig
@@ -284,6 +287,29 @@ def test_cli_trains_into_one_run_folder_and_ends_with_a_summary(tmp_path, text_p
         assert text in log and text in result.stdout
     assert f"nanogpt-sample ckpt_path={run}" in log
     assert json.loads((run / "result.json").read_text())["resume"].endswith(f"ckpt_path={run}")
+    # stdout is a pipe here, as in a SLURM log or `| tee`: progress comes as plain lines, at the loggers'
+    # steps (TINY logs every step) and after each validation, with no escape codes of a redrawn bar
+    assert "\x1b" not in result.stdout + result.stderr
+    assert re.search(r"^step 5/10  train/loss \d+\.\d{4}  lr \S+  \S+ tok/s  eta \S+$", result.stdout, re.M)
+    assert re.search(r"^step 10/10  val/loss \d+\.\d{4}  val/ppl ", result.stdout, re.M)
+    # none of Lightning's start-up banners: which accelerators exist, advertisements
+    for banner in ("GPU available", "TPU available", "HPU available", "litlogger", "Tip:"):
+        assert banner not in result.stdout + result.stderr
+
+
+def test_the_progress_display_is_a_bar_on_a_terminal_and_lines_elsewhere(monkeypatch):
+    assert isinstance(progress_bar("bar"), StepProgressBar)
+    assert isinstance(progress_bar("lines"), StepLines)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert isinstance(progress_bar("auto"), StepProgressBar)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert isinstance(progress_bar("auto"), StepLines)
+    # a Jupyter kernel's stdout is no TTY, but it redraws a line as a terminal does
+    jupyter_stream = type("OutStream", (), {"__module__": "ipykernel.iostream", "isatty": lambda self: False})
+    monkeypatch.setattr(sys, "stdout", jupyter_stream())
+    assert isinstance(progress_bar("auto"), StepProgressBar)
+    with pytest.raises(ValueError, match="callbacks.progress_bar.style='tty' is not a style; use auto"):
+        progress_bar("tty")
 
 
 def test_a_moved_checkpoint_folder_is_found_by_ckpt_path_run_and_last(cfg_tiny, tmp_path):

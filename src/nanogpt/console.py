@@ -1,19 +1,62 @@
-"""What a training run shows on the console: a progress bar in optimizer steps, and a summary
-of the run before it starts."""
+"""What a training run shows on the console: its progress in optimizer steps (a bar on a terminal,
+plain lines in a file or a pipe), a summary of the run before it starts, and none of Lightning's
+banners."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
+from nanogpt.loop import is_logging_step
 from nanogpt.metrics.throughput import ThroughputLogger
 
 log = logging.getLogger(__name__)
+
+# What Lightning prints at every start that says nothing about this run: which accelerators exist
+# (the run summary names the one used), and advertisements for its cloud services.
+BANNERS = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+
+
+def _not_a_banner(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(BANNERS)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's start-up banners from the console; its warnings and other messages stay.
+
+    Lightning sends its ``rank_zero_info`` messages through one logger, filtered here by message,
+    and logs the CUDA devices each rank sees from ``lightning.pytorch.accelerators.cuda``.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _not_a_banner not in logger.filters:
+            logger.addFilter(_not_a_banner)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+
+
+def progress_bar(style: str = "auto", refresh_rate: int = 10) -> ProgressBar:
+    """The run's progress display: :class:`StepProgressBar` on a terminal (or in Jupyter, which
+    redraws a line too), :class:`StepLines` when stdout is a file or a pipe (a SLURM log, ``| tee``),
+    where a bar's redraws are escape codes.
+
+    Args:
+        style: ``auto`` (by ``sys.stdout.isatty()``), ``bar`` or ``lines``.
+        refresh_rate: the bar's redraw interval in optimizer steps.
+    """
+    if style == "auto":
+        jupyter = type(sys.stdout).__module__.startswith("ipykernel")  # its OutStream is no TTY
+        style = "bar" if sys.stdout.isatty() or jupyter else "lines"
+    if style == "bar":
+        return StepProgressBar(refresh_rate=refresh_rate)
+    if style == "lines":
+        return StepLines()
+    raise ValueError(f"callbacks.progress_bar.style={style!r} is not a style; use auto, bar or lines")
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -74,6 +117,89 @@ class StepProgressBar(TQDMProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return {**self._extra, **metrics}
+
+
+class StepLines(ProgressBar):
+    """Progress as plain lines on stdout: one at each step whose metrics reach the loggers (every
+    ``trainer.log_every_n_steps`` steps, and the last), and one after each validation::
+
+        step 200/2000  train/loss 2.0100  lr 1.0e-03  12.3k tok/s  eta 1m20s
+        step 250/2000  val/loss 1.9800  val/ppl 7.2427
+
+    The numbers are the ones the loggers receive, so the lines agree with ``metrics.csv``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._tokens = 0
+        self._t0 = 0.0
+        self._start_step = 0
+        self._shown = -1  # the step the last train line showed
+
+    def disable(self) -> None:
+        self._enabled = False  # Lightning disables the bar on every rank but the first
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a resumed run starts part-way: its rate and ETA count from there
+        self._tokens, self._t0 = 0, time.perf_counter()
+        self._start_step = self._shown = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._tokens += batch[0].numel() * trainer.world_size
+        step = trainer.global_step
+        # once per optimizer step (not per micro-batch of a gradient accumulation)
+        if not self._enabled or step == self._shown or not is_logging_step(trainer, step):
+            return
+        self._shown = step
+        metrics = trainer.callback_metrics
+        parts = [self._step(trainer)]
+        if "train/loss" in metrics:
+            parts.append(f"train/loss {metrics['train/loss'].item():.4f}")
+        if "lr" in metrics:
+            parts.append(f"lr {metrics['lr'].item():.1e}")
+        elapsed = time.perf_counter() - self._t0
+        if elapsed > 0:
+            parts.append(f"{_count(self._tokens / elapsed)} tok/s")
+            if trainer.max_steps > 0 and step > self._start_step:
+                left = (trainer.max_steps - step) * elapsed / (step - self._start_step)
+                parts.append(f"eta {_duration(left)}")
+        print("  ".join(parts), flush=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        parts = [f"{key} {value.item():.4f}" for key, value in metrics.items() if key.startswith("val/")]
+        print("  ".join([self._step(trainer), *parts]), flush=True)
+
+    @staticmethod
+    def _step(trainer: L.Trainer) -> str:
+        total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+        return f"step {trainer.global_step}{total}"
+
+
+def _count(n: float) -> str:
+    """12345.6 -> "12.3k": a rate as a reader takes it in at a glance."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    """80 -> "1m20s", 7380 -> "2h03m"."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class RunSummary(Callback):

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,26 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags.split() for flag in NATIVE_BF16_FLAGS)
 
 
+def chosen_experiment() -> str | None:
+    """The experiment the command chose (``experiment=...``), as Hydra recorded it; ``None`` without
+    one, or where no Hydra app runs (a config composed in a test or a notebook).
+
+    Not ``cfg.name``: that names the run folder, and ``name=bpe`` is no experiment.
+    """
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
+
+
 def check_trainer_fits_machine(trainer: DictConfig, experiment: str | None = None) -> None:
-    """Refuse a GPU trainer without CUDA; warn about emulated bf16 on this CPU."""
+    """Refuse a GPU trainer without CUDA, naming ``experiment`` (the one the command chose, if any);
+    warn about emulated bf16 on this CPU."""
     accelerator = str(trainer.get("accelerator", "auto"))
     cuda = torch.cuda.is_available()
     if accelerator in GPU_ACCELERATORS and not cuda:
-        recipe = f"experiment={experiment} " if experiment else ""
+        recipe = f"experiment={experiment}" if experiment else "this run"
         raise ValueError(
-            f"{recipe}trains on a GPU (trainer.accelerator={accelerator}), and this machine has no CUDA "
+            f"{recipe} trains on a GPU (trainer.accelerator={accelerator}), and this machine has no CUDA "
             "device. Train the CPU recipe with experiment=shakespeare_char_cpu, or this one on the CPU "
             "with trainer=cpu (or trainer.accelerator=cpu), which is much slower for GPU-sized models"
         )

@@ -220,7 +220,8 @@ def apply_pretrained_shape(
     """A copy of ``model_fields`` with the checkpoint's ``shape``; an error where they disagree.
 
     A field left null (as in ``configs/model/gpt2_pretrained.yaml``) takes the checkpoint's value; a
-    value that differs from it would not fit the weights, so the error names the override to drop.
+    value that differs from it (an override, or a from-scratch model config such as the default
+    ``baby_gpt``) would not fit the weights, so the error names ``model=gpt2_pretrained`` and the values.
     The other fields (``dropout``, ``init_from``, the components) are returned as given; a component
     GPT-2 does not have (``model.position=rope``, ...) is refused, as its weights have no place for it.
     """
@@ -231,8 +232,9 @@ def apply_pretrained_shape(
         has = ", ".join(f"{k}={hydra_value(shape[k])}" for k in conflicts)
         raise ValueError(
             f"model.init_from={init_from} fixes the model's shape to the checkpoint's ({has}), but the "
-            f"config asks for {overrides}. Drop the override {overrides}, or set it to null "
-            "(model=gpt2_pretrained leaves every shape field null, to be the checkpoint's)"
+            f"config asks for {overrides}; start from model=gpt2_pretrained, which leaves every shape field "
+            "null to be the checkpoint's, and drop any override of them (nanogpt-train model=gpt2_pretrained "
+            f"model.init_from={init_from} data=shakespeare_gpt2)"
         )
     fields = {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
     misfits = non_gpt2_components(fields)

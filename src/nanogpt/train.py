@@ -22,9 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import TrainedOn, check_resumable
+from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
-from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
+from nanogpt.devices import check_trainer_fits_machine, chosen_experiment, local_rank, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
     folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
     """
+    quiet_lightning()
     run = run_dir_of(cfg)
     with RunRecord(run, cfg.get("name"), cfg.get("seed")) as record:
         with sigterm_raises():  # until fit, whose SIGTERM handling is Lightning's
@@ -95,10 +97,11 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
     init_from = cfg.model.get("init_from")
     shape = None
     if init_from:
-        check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
         shape = pretrained_shape(str(init_from))
     GPTConfig(**model_fields(cfg.model, shape, vocab_size=1))  # the shape's options, before the data
-    check_trainer_fits_machine(cfg.trainer, cfg.get("name"))
+    if init_from:  # after the model's check, whose error names the whole command, data included
+        check_gpt2_tokenizer(cfg.data.get("tokenizer"), str(init_from))
+    check_trainer_fits_machine(cfg.trainer, chosen_experiment())
     resume = resume_from(cfg, run, requeued)
     # a resumed run (or a requeued one) has its weights in its own checkpoint
     pretrained = load_pretrained(str(init_from)) if init_from and not (resume or requeued) else None
