@@ -142,6 +142,8 @@ class OptunaSweeper(Sweeper):
                     f"{self.max_failure_rate}; the last: {failures[-1]}"
                 ) from failures[-1]
         save_best(study, Path(self.config.hydra.sweep.dir))
+        if failures and len(failures) == job_number:  # nothing learnt: the command fails, as a grid's does
+            raise RuntimeError(f"all {job_number} trials failed; the last: {failures[-1]}") from failures[-1]
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, directions: list[str]) -> Exception | None:
