@@ -26,6 +26,7 @@ from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, local_rank, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
+from nanogpt.evaluate import final_validation
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
 from nanogpt.lightning_module import GPTLightningModule
@@ -54,7 +55,8 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train a GPT as ``cfg`` describes; return the final metrics and the best checkpoint.
+    """Train a GPT as ``cfg`` describes; return the final metrics, the best checkpoint and its loss
+    on the whole val split (``final_val_loss``).
 
     Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
     folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
@@ -68,7 +70,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer, module, datamodule = build(cfg, corpus, pretrained, record.requeued)
         record.watch(trainer)
         fit(cfg, trainer, module, datamodule, record.requeued)
-        return record.complete(trainer)
+        # best.ckpt on the whole val split: the run's headline, result.json's final_val_loss
+        return record.complete(trainer, final_validation(trainer, datamodule))
 
 
 # how long the other ranks of a machine wait for local rank 0 to prepare the corpus (a large one
