@@ -1,4 +1,5 @@
 import dataclasses
+import io
 import json
 import random
 from pathlib import Path
@@ -7,11 +8,16 @@ import numpy as np
 import pytest
 import sacrebleu
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 from omegaconf import open_dict
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
+from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer, CorpusConfig, find_corpus
+from nanogpt.evaluate import evaluate
 from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu
 from nanogpt.metrics.bleu_callback import BleuCallback
 from nanogpt.metrics.chrf import corpus_chrf, sentence_chrf
@@ -204,3 +210,14 @@ def test_bleu_and_chrf_rise_as_a_tiny_model_learns_the_fixture_text(cfg_tiny):
     last = [s for s in samples if s["step"] == 100]
     assert len(last) == BleuSettings().num_prompts and bleu[-1][1] > 0
     assert_sacrebleu_scores(last, bleu[-1][1], chrf[-1][1])
+
+    # nanogpt-eval scores that checkpoint with the same recipe, composed from the same config: the
+    # val/bleu and val/chrf the run logged at its last step
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        eval_cfg = compose("eval", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "device=cpu"])
+    assert BleuSettings(**eval_cfg.bleu) == instantiate(cfg_tiny.callbacks.bleu).settings
+    with open_dict(eval_cfg):
+        eval_cfg.data = cfg_tiny.data
+    scores = evaluate(eval_cfg, out=io.StringIO())
+    assert (scores["bleu"], scores["chrf"]) == pytest.approx((bleu[-1][1], chrf[-1][1]), abs=1e-4)

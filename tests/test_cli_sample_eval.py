@@ -178,6 +178,10 @@ def test_eval_prints_a_table_and_writes_json_beside_the_checkpoint(run_dir):
     meta = json.loads(meta_path.read_text())
     # every window of the val split is scored once
     assert saved["val_tokens_scored"] == (meta["val_tokens"] - 1) // 32 * 32
+    # the run's headline (its final validation) is this very number: best.ckpt on the whole val split
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["final_val_loss"] == pytest.approx(result["loss"], rel=1e-6)
+    assert record["final_val_tokens"] == saved["val_tokens_scored"]
     assert saved["bpc"] > 0
 
     # plain BLEU stays available; it never exceeds the smoothed score, and chrF does not depend on it

@@ -276,4 +276,12 @@ def test_ctrl_c_in_a_validation_records_the_best_the_console_prints(tmp_path, te
     step, best = min(result["history"]["val/loss"], key=lambda point: point[1])
     assert result["best_val_loss"] == best and step in (10, 20)
     assert result["best_ckpt"] == str(run / "checkpoints" / "best.ckpt")
-    assert f"best val/loss   {best:.4f} at step {step}" in (tmp_path / "stdout.txt").read_text()
+    stdout = (tmp_path / "stdout.txt").read_text()
+    assert (
+        f"best val/loss   {best:.4f}  of the validations at step {step}, on 2 batches of the val split"
+        in stdout
+    )
+    # an interrupted run gets no final validation, and no hint to train longer
+    assert (
+        "final_val_loss" not in result and "final val/loss" not in stdout and "to train longer" not in stdout
+    )

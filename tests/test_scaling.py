@@ -13,10 +13,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
+from nanogpt.checkpoint import load_checkpoint
+from nanogpt.data import CorpusConfig, find_corpus
+from nanogpt.data.windows import EvalWindows
 from nanogpt.derive import derived_accumulation
+from nanogpt.evaluate import val_loss
 from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.loop import accumulation_for
 from nanogpt.metrics.throughput import flops_per_token
@@ -108,7 +112,7 @@ def test_matmul_precision_auto_is_tf32_on_cuda_only():
 # --- several processes ---
 
 
-def test_two_process_ddp_on_cpu(tmp_path, text_path):
+def test_two_process_ddp_on_cpu(tmp_path, text_path, monkeypatch):
     # batch 8 x context 32 x 2 processes is 512 tokens: 1024 per step is 2 micro-batches per rank
     args = [*TINY, "trainer=ddp_cpu", "data.global_batch_tokens=1024", f"data.path={text_path}"]
     args += ["name=ddp", "paths.root_dir=.", "callbacks.bleu=null", *PROBE]
@@ -119,6 +123,12 @@ def test_two_process_ddp_on_cpu(tmp_path, text_path):
     assert len(list(tmp_path.rglob("result.json"))) == 1
     record = json.loads((run / "result.json").read_text())
     assert record["status"] == "completed" and record["step"] == 40
+    # the final validation: rank 0 alone scores best.ckpt on the whole val split, as nanogpt-eval does
+    model, _, _ = load_checkpoint(run / "checkpoints" / "best.ckpt")
+    monkeypatch.chdir(tmp_path)  # config.yaml's data_dir is under paths.root_dir=.
+    corpus = find_corpus(CorpusConfig.from_data(OmegaConf.load(run / "config.yaml").data))
+    loss, tokens = val_loss(model, EvalWindows(corpus.path("val"), 32, 8, None, dtype=corpus.meta.dtype))
+    assert (record["final_val_loss"], record["final_val_tokens"]) == (pytest.approx(loss, rel=1e-6), tokens)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 40
     rows = read_metrics(run)

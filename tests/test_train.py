@@ -38,6 +38,11 @@ def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):
     assert train_loss[-1][1] < train_loss[0][1] - 0.5
     assert val_loss[-1][1] < val_loss[0][1]
     assert metrics["best_val_loss"] == pytest.approx(min(v for _, v in val_loss))
+    # the headline: best.ckpt on the whole val split (the validations score data.eval_batches=2)
+    record = json.loads((run / "result.json").read_text())
+    best_step = min(val_loss, key=lambda point: point[1])[0]
+    assert metrics["final_val_loss"] == record["final_val_loss"] and record["final_val_step"] == best_step
+    assert record["final_val_tokens"] > 2 * 8 * 32 and "final_val_batches" not in record
     ppl = column(rows, "val/ppl")
     assert ppl[-1][1] == pytest.approx(torch.tensor(val_loss[-1][1]).exp().item(), rel=1e-4)
     lrs = column(rows, "lr")
@@ -286,7 +291,21 @@ def test_cli_trains_into_one_run_folder_and_ends_with_a_summary(tmp_path, text_p
     for text in ("run completed at step 10", "best val/loss", "best.ckpt", "last.ckpt"):
         assert text in log and text in result.stdout
     assert f"nanogpt-sample ckpt_path={run}" in log
-    assert json.loads((run / "result.json").read_text())["resume"].endswith(f"ckpt_path={run}")
+    record = json.loads((run / "result.json").read_text())
+    assert record["resume"].endswith(f"ckpt_path={run}")
+    # two val losses, each saying what it scored: best.ckpt on the whole val split (the headline,
+    # result.json's final_val_loss) and the best of the validations, on data.eval_batches
+    final, best = record["final_val_loss"], record["best_val_loss"]
+    tokens = f"{record['final_val_tokens']:,} tokens"
+    assert f"final val/loss  {final:.4f}  best.ckpt (step 10) on the whole val split, {tokens}" in log
+    assert f"best val/loss   {best:.4f}  of the validations at step 10, on 2 batches of the val split" in log
+    # the hint to train longer gives README's advice: a larger max_steps alone moves the learning rate
+    advice = (
+        "to train longer on one curve, set scheduler.decay_steps to the final length from the first run on"
+    )
+    readme = (Path(__file__).parents[1] / "README.md").read_text().replace("`", "")
+    assert advice in " ".join(log.split()) and advice in " ".join(readme.lower().split())
+    assert "raise trainer.max_steps" not in log
     # stdout is a pipe here, as in a SLURM log or `| tee`: progress comes as plain lines, at the loggers'
     # steps (TINY logs every step) and after each validation, with no escape codes of a redrawn bar
     assert "\x1b" not in result.stdout + result.stderr
@@ -327,11 +346,13 @@ def test_a_moved_checkpoint_folder_is_found_by_ckpt_path_run_and_last(cfg_tiny, 
     first = run_cfg("first", 20)
     with open_dict(first):
         first.paths.checkpoint_dir = str(tmp_path / "elsewhere")
+        first.data.final_eval_batches = 1  # a cap for a huge val split
     train(first)
     first_run = Path(first.paths.output_dir)
     assert not (first_run / "checkpoints").exists()
     assert {p.name for p in (tmp_path / "elsewhere").iterdir()} == {"best.ckpt", "last.ckpt"}
     result = json.loads((first_run / "result.json").read_text())
+    assert (result["final_val_batches"], result["final_val_tokens"]) == (1, 8 * 32)  # batch 8 x context 32
     assert result["checkpoint_dir"] == str(tmp_path / "elsewhere")
     assert result["resume"].endswith(f"ckpt_path={first_run}")  # the printed command finds them
 

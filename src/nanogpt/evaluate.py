@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import hydra
 import torch
@@ -22,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint
+from nanogpt.checkpoint import load_checkpoint, read_checkpoint
 from nanogpt.data import CorpusConfig, prepare_corpus
 from nanogpt.data.windows import EvalWindows, check_split_fits
 from nanogpt.devices import inference_device
@@ -32,6 +34,13 @@ from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT
 from nanogpt.options import positive_int
 from nanogpt.run_dir import resolve_checkpoint
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from nanogpt.data.datamodule import TextDataModule
+
+log = logging.getLogger(__name__)
 
 # The keys nanogpt-eval reads, and the config groups it composes (data=shakespeare_gpt2 picks one).
 # eval.yaml holds more, which it never reads: the data group's training options (its batch_size,
@@ -49,6 +58,7 @@ NOT_READ = {
     "data.block_size": "the windows are the checkpoint's own context",
     "data.batch_size": "windows per forward pass are batch_size",
     "data.eval_batches": "nanogpt-eval scores the whole val split",
+    "data.final_eval_batches": "nanogpt-eval scores the whole val split",
     "seed": "nanogpt-eval draws nothing at random; BLEU sampling uses bleu.seed",
 }
 
@@ -76,6 +86,36 @@ def val_loss(model: GPT, windows: EvalWindows) -> tuple[float, int]:
         total += loss.item() * y.numel()
         count += y.numel()
     return total / count, count
+
+
+def final_validation(trainer: L.Trainer, datamodule: TextDataModule) -> dict[str, Any]:
+    """A finished run's headline: its ``best.ckpt`` scored on the whole val split, as ``nanogpt-eval
+    ckpt_path=<run>`` scores it, so the two print the same loss. ``data.final_eval_batches`` caps
+    the windows for a huge val split (``data.eval_batches``, which the validations during the run
+    score, is cheaper and noisier, and stays what ``best_val_loss`` and sweeps rank by).
+
+    Returns result.json's ``final_val_*`` fields, or nothing where there is nothing to score (a
+    smoke test, a run without ``best.ckpt``) or it is not this process's to score: global rank 0
+    scores every window alone, on its device, so no collective runs and any strategy (DDP, FSDP's
+    whole checkpoint, ``ddp_spawn``'s main process) gives the same number.
+    """
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if trainer.fast_dev_run or trainer.global_rank != 0 or not best:
+        return {}
+    if not Path(best).is_file():  # trainer.strategy.state_dict_type=sharded: a folder only FSDP reads
+        log.info("no final validation: %s is a folder of FSDP shards, which nanogpt-eval cannot read", best)
+        return {}
+    model, _, _ = load_checkpoint(best, trainer.strategy.root_device)
+    loss, n_tokens = val_loss(model, datamodule.final_eval_dataset())
+    fields = {
+        "final_val_loss": loss,
+        "final_val_tokens": n_tokens,
+        "final_val_step": read_checkpoint(best, mmap=True)["global_step"],
+    }
+    if datamodule.final_eval_batches is not None:
+        fields["final_val_batches"] = datamodule.final_eval_batches
+    return fields
 
 
 def evaluate(cfg: DictConfig, out: TextIO | None = None) -> dict[str, Any]:

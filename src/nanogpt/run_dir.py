@@ -128,6 +128,12 @@ class Result:
     wall_time_s: float | None = None
     best_val_loss: float | None = None
     best_ckpt: str | None = None
+    # the headline: best_ckpt's loss on the whole val split (nanogpt.evaluate.final_validation), what
+    # nanogpt-eval prints for it; best_val_loss is the best of the validations (data.eval_batches)
+    final_val_loss: float | None = None
+    final_val_tokens: int | None = None  # the val tokens it scored
+    final_val_batches: int | None = None  # data.final_eval_batches, when it capped them (None: whole split)
+    final_val_step: int | None = None  # the step best_ckpt was saved at
     metrics: dict[str, float | None] = field(default_factory=dict)  # the final callback metrics
     history: dict[str, list[tuple[int, float | None]]] = field(default_factory=dict)  # (step, value)
     error: str | None = None  # why a run failed, was interrupted, or was pruned ("pruned at step N")
@@ -236,6 +242,10 @@ _CHECKS: dict[str, tuple[str, Any]] = {
     "wall_time_s": ("a number", _number),
     "best_val_loss": ("a number", _number),
     "best_ckpt": ("a string", _text),
+    "final_val_loss": ("a number", _number),
+    "final_val_tokens": ("an integer", _integer),
+    "final_val_batches": ("an integer", _integer),
+    "final_val_step": ("an integer", _integer),
     "metrics": ("names mapped to numbers", lambda v: _mapping(v, lambda x: x is None or _number(x))),
     "history": (
         "names mapped to [step, value] lists",

@@ -27,6 +27,7 @@ from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, chosen_experiment, local_rank, processes_per_job
 from nanogpt.errors import user_errors_in_one_line
+from nanogpt.evaluate import final_validation
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
 from nanogpt.lightning_module import GPTLightningModule
@@ -56,7 +57,8 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train a GPT as ``cfg`` describes; return the final metrics and the best checkpoint.
+    """Train a GPT as ``cfg`` describes; return the final metrics, the best checkpoint and its loss
+    on the whole val split (``final_val_loss``).
 
     Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
     folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
@@ -73,9 +75,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit(cfg, trainer, module, datamodule, record.requeued)
         pruning = next((c for c in trainer.callbacks if isinstance(c, PruneTrial)), None)
         pruned_at = PruneTrial.pruned_at(pruning.trial.study, pruning.trial.number) if pruning else None
-        if pruned_at is not None:
+        if pruned_at is not None:  # a trial its Optuna pruner stopped: no final validation
             return record.prune(trainer, pruned_at)
-        return record.complete(trainer)
+        # best.ckpt on the whole val split: the run's headline, result.json's final_val_loss
+        return record.complete(trainer, final_validation(trainer, datamodule))
 
 
 # how long the other ranks of a machine wait for local rank 0 to prepare the corpus (a large one

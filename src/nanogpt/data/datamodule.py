@@ -22,7 +22,8 @@ class TextDataModule(L.LightningDataModule):
     each does; the corpus options make a :class:`~nanogpt.data.prepare.CorpusConfig`. The window
     options: ``block_size`` (tokens per window, the model's context), ``batch_size`` (windows per
     micro-batch, per device), ``global_batch_tokens`` (``train`` derives the gradient accumulation
-    from it), ``eval_batches`` (``None``: the whole val split), ``num_workers``, ``pin_memory`` and
+    from it), ``eval_batches`` (``None``: the whole val split), ``final_eval_batches`` (the same, for
+    the run's final validation, :meth:`final_eval_dataset`), ``num_workers``, ``pin_memory`` and
     ``seed`` (of the training stream).
 
     The corpus is found or prepared once per object: pass an already prepared one as ``corpus``,
@@ -49,6 +50,7 @@ class TextDataModule(L.LightningDataModule):
         batch_size: int,
         global_batch_tokens: int | None,
         eval_batches: int | None,
+        final_eval_batches: int | None,
         num_workers: int,
         pin_memory: bool,
         seed: int,
@@ -59,6 +61,8 @@ class TextDataModule(L.LightningDataModule):
         positive_int(batch_size, "data.batch_size")
         if eval_batches is not None:  # null scores the whole val split
             positive_int(eval_batches, "data.eval_batches")
+        if final_eval_batches is not None:
+            positive_int(final_eval_batches, "data.final_eval_batches")
         self.config = CorpusConfig(
             data_dir=Path(data_dir),
             path=None if path is None else str(path),
@@ -77,6 +81,7 @@ class TextDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.global_batch_tokens = global_batch_tokens
         self.eval_batches = eval_batches
+        self.final_eval_batches = final_eval_batches
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
@@ -156,3 +161,16 @@ class TextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_dataset("val", self.eval_batches))
+
+    def final_eval_dataset(self) -> EvalWindows:
+        """The windows of the run's final validation (:func:`nanogpt.evaluate.final_validation`):
+        the whole val split, or ``final_eval_batches`` of it, all of them in this process (one
+        process scores them, so the count does not depend on the ranks)."""
+        corpus = self.corpus
+        return EvalWindows(
+            corpus.path("val"),
+            self.block_size,
+            self.batch_size,
+            self.final_eval_batches,
+            dtype=corpus.meta.dtype,
+        )

@@ -9,7 +9,8 @@ pruner stopped), ``interrupted`` (Ctrl-C, SIGTERM) with the
 command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time,
 the model's parameter count (from the config ``save_config`` writes) and the loss history of the
 run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary on the console and in
-``train.log``: best val/loss and its step, the checkpoints, and the commands that sample from and
+``train.log``: the final val/loss (``best.ckpt`` on the whole val split) and the best of the
+validations, each saying what it scored, the checkpoints, and the commands that sample from and
 resume the run. A failed run's traceback goes to ``train.log`` only.
 Under DDP only global rank 0 writes.
 """
@@ -153,6 +154,19 @@ def writable_folder(folder: Path) -> None:
         )
 
 
+# README's "Resuming": a larger trainer.max_steps stretches the cosine, which moves the learning rate
+TRAIN_LONGER = (
+    "to train longer, resume with a larger trainer.max_steps: the learning rate then moves at the\n"
+    "  resume step (the cosine decays to the new end); to train longer on one curve, set\n"
+    "  scheduler.decay_steps to the final length from the first run on"
+)
+
+
+def val_split_words(batches: int | None) -> str:
+    """What a validation of ``batches`` batches (``None``: every window) scores, in words."""
+    return "the whole val split" if batches is None else f"{batches} batches of the val split"
+
+
 class RunRecord:
     """Record one training run in its folder; see the module docstring.
 
@@ -167,6 +181,7 @@ class RunRecord:
         self.trainer: L.Trainer | None = None
         self.spawned_step = 0  # the step reached by ranks that trained in child processes (ddp_spawn)
         self.requeued = False  # set on entering: a requeued SLURM job came back to its own folder
+        self.eval_batches: int | None = None  # data.eval_batches: what a validation scores
         self.result = Result(
             status="running",
             name=name,
@@ -190,6 +205,7 @@ class RunRecord:
         """Write ``config.yaml``: ``cfg`` resolved, as the run trains with it; the record takes its seed
         (a resumed run goes on with its checkpoint's) and its model's parameter count."""
         self.result.seed = cfg.get("seed")
+        self.eval_batches = OmegaConf.select(cfg, "data.eval_batches")
         if cfg.get("model") is not None:
             # from the config, not the built model: under FSDP a rank's model holds only its shard
             self.result.parameters = parameter_count(OmegaConf.to_container(cfg.model, resolve=True))
@@ -199,8 +215,10 @@ class RunRecord:
         """Take the step reached and the loss history from ``trainer`` when the run ends."""
         self.trainer = trainer
 
-    def complete(self, trainer: L.Trainer) -> dict[str, Any]:
-        """Mark the run completed; return its final metrics, step, best val/loss and best checkpoint."""
+    def complete(self, trainer: L.Trainer, final_val: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Mark the run completed; return its final metrics, step, best val/loss and best checkpoint,
+        and ``final_val`` (:func:`nanogpt.evaluate.final_validation`'s ``final_val_*`` fields), which
+        the record takes too."""
         self.trainer = trainer
         self._recover_spawned_ranks(trainer)
         metrics: dict[str, Any] = {k: v.item() for k, v in trainer.callback_metrics.items()}
@@ -209,6 +227,9 @@ class RunRecord:
         if self.result.best_val_loss is not None:
             metrics["best_val_loss"] = self.result.best_val_loss
             metrics["best_ckpt"] = self.result.best_ckpt
+        for key, value in (final_val or {}).items():
+            setattr(self.result, key, value)
+        metrics.update(final_val or {})
         self.result.status = "completed"
         self.result.metrics = {k: v for k, v in metrics.items() if isinstance(v, float)}
         return metrics
@@ -262,19 +283,29 @@ class RunRecord:
         lines = [f"run {result.status} {where} after {result.wall_time_s:.0f} s: {run.path}"]
         if result.error and result.status != "pruned":  # the first line says where it was pruned
             lines.append(f"  error           {result.error}")
-        # the best of result.json, so the console and the record never disagree
+        # the numbers of result.json, so the console and the record never disagree, each saying what it scored
+        final = result.final_val_loss
+        if final is not None and math.isfinite(final):
+            what = val_split_words(result.final_val_batches)
+            lines.append(
+                f"  final val/loss  {final:.4f}  best.ckpt (step {result.final_val_step}) on {what}, "
+                f"{result.final_val_tokens:,} tokens; nanogpt-eval prints it too"
+            )
         best = result.best_val_loss
         if best is not None and math.isfinite(best):
             steps = [s for s, v in result.history.get("val/loss", []) if v == best]
-            lines.append(f"  best val/loss   {best:.4f}" + (f" at step {steps[0]}" if steps else ""))
+            at = f" at step {steps[0]}" if steps else ""
+            what = f"{val_split_words(self.eval_batches)} (data.eval_batches)"
+            lines.append(f"  best val/loss   {best:.4f}  of the validations{at}, on {what}")
         for path, what in [(run.best, "lowest val/loss"), (run.last, "newest state")]:
             if path.is_file():
                 lines.append(f"  {what:<15} {path}")
         if run.best.is_file():
             lines.append(f"  sample with     nanogpt-sample ckpt_path={shlex.quote(str(run.path))}")
         if result.resume:
-            more = " (raise trainer.max_steps to train longer)" if result.status == "completed" else ""
-            lines.append(f"  resume with{more}:\n    {result.resume}")
+            lines.append(f"  resume with:\n    {result.resume}")
+            if result.status == "completed":
+                lines.append(f"  {TRAIN_LONGER}")
         log.info("\n".join(lines))
         if error is not None:
             # file-only: nanogpt's DEBUG records go to train.log, not the console (configs/hydra/default.yaml)
