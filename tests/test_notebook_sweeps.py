@@ -61,6 +61,6 @@ def test_sweep_notebook_runs_its_own_sweeps_in_a_fresh_clone(shakespeare_path, t
     trial_results = [json.loads(path.read_text()) for path in study_dir.glob("*/result.json")]
     assert sorted(t.value for t in study.trials) == sorted(r["best_val_loss"] for r in trial_results)
     assert values["trials_unmatched"] == 0  # the notebook found every trial's job folder
-    # what each searched parameter explains of the value's variation (scikit-learn, in the [sweep] extra)
+    # what each searched parameter explains of the value's variation (Optuna's default evaluator, PED-ANOVA)
     importances = values["importances"]
     assert set(importances) == set(study.trials[0].params) and sum(importances.values()) == pytest.approx(1)

@@ -1,12 +1,16 @@
 """The report of an ablation: each configuration's difference from a baseline with Welch's interval, its
 wall time and parameter count, and val/loss against wall time; on sweep folders the tests write, laid
-out as ``nanogpt-train -m`` lays them out (no training here)."""
+out as ``nanogpt-train -m`` lays them out (no training here). And ``--dashboard``: optuna-dashboard on an
+Optuna search's study, made here with Optuna's ask/tell API."""
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import socket
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,9 +22,10 @@ from nanogpt.runs.jobs import load_job, val_against_time
 from nanogpt.runs.plan import Plan
 from nanogpt.runs.record import RunRecord
 from nanogpt.runs.report import main as report_main
+from nanogpt.runs.report import study_storage
 from nanogpt.runs.stats import ConfigStats, welch_ci
 
-from .helpers import read_csv
+from .helpers import read_csv, start, wait_until
 
 # the CPU recipe's model (configs/experiment/shakespeare_char_cpu_tuned.yaml), as config.yaml saves it
 MODEL = {
@@ -289,3 +294,90 @@ def test_jobs_of_another_sweep_of_the_study_join_the_report(ablation, tmp_path_f
     assert {a: int(r["n"]) for a, r in rows.items()} == {a: 3 for a in ABLATIONS}
     assert float(rows["rope"]["mean"]) == pytest.approx(sum(LOSSES["rope"]) / 3)
     assert not (other / "report.md").exists()  # written into the first folder only
+
+
+def make_study(sweep: Path, storage: str, name: str = "cpu_optim", trials: int = 3) -> None:
+    """An Optuna search's study as the sweeper leaves it: ``trials`` trials asked and told."""
+    import optuna
+
+    from nanogpt.runs.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=open_storage(storage))
+    for _ in range(trials):
+        trial = study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)})
+        study.tell(trial, 2.0 - 10 * trial.params["optimizer.lr"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return json.load(answer)
+    except OSError:  # not listening yet
+        return None
+
+
+def test_the_dashboard_serves_the_searchs_study_over_http(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    sweep = tmp_path / "runs" / "p" / "optuna_cpu_optim"
+    make_study(sweep, f"sqlite:///{sweep}/optuna.db")
+    port = free_port()
+    exe = Path(sys.executable).with_name("nanogpt-report")
+    proc = start([str(exe), "--dashboard", str(sweep), "--port", str(port)], cwd=tmp_path)
+    try:
+        api = f"http://127.0.0.1:{port}/api/studies"
+        studies = wait_until(lambda: get_json(api), "optuna-dashboard answering", proc, timeout=120)
+        [summary] = studies["study_summaries"]
+        assert summary["study_name"] == "cpu_optim"
+        study = get_json(f"{api}/{summary['study_id']}")
+        assert study["name"] == "cpu_optim" and len(study["trials"]) == 3
+        assert f"open http://127.0.0.1:{port}/" in (tmp_path / "stdout.txt").read_text()
+        # SIGTERM, not Ctrl-C: wsgiref's handler swallows a KeyboardInterrupt that lands while it still
+        # finishes a request, and the server would go on
+        proc.terminate()
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_dashboard_finds_the_study_the_jobs_record(tmp_path):
+    sweep = tmp_path / "optuna_cpu_optim"
+    sweep.mkdir()
+    (sweep / "optuna.log").touch()
+    assert study_storage(sweep) == f"journal:///{sweep / 'optuna.log'}"
+    (sweep / "optuna.db").touch()
+    assert study_storage(sweep) == f"sqlite:///{sweep / 'optuna.db'}"
+
+    # the storage elsewhere (hydra.sweeper.storage), as a job's .hydra records it: interpolated
+    elsewhere = tmp_path / "shared" / "optuna.log"
+    make_study(elsewhere.parent, f"journal:///{elsewhere}")
+    sweep = tmp_path / "optuna_on_nfs"
+    (sweep / "0" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create({"paths": {"shared": str(elsewhere.parent)}}), sweep / "0/.hydra/config.yaml"
+    )
+    hydra = {"hydra": {"sweeper": {"storage": "journal:///${paths.shared}/optuna.log"}}}
+    OmegaConf.save(OmegaConf.create(hydra), sweep / "0/.hydra/hydra.yaml")
+    assert study_storage(sweep) == f"journal:///{elsewhere}"
+
+
+def test_the_dashboard_names_the_fix_without_a_study_or_without_optuna_dashboard(
+    tmp_path, capsys, monkeypatch
+):
+    with pytest.raises(SystemExit) as exit:
+        report_main(["--dashboard", str(tmp_path)])
+    assert exit.value.code == 2
+    assert "holds no Optuna study" in capsys.readouterr().err
+    (tmp_path / "optuna.db").touch()
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed: its import fails
+    with pytest.raises(SystemExit):
+        report_main(["--dashboard", str(tmp_path)])
+    assert 'pip install -e ".[sweep]"' in capsys.readouterr().err
