@@ -206,12 +206,12 @@ def test_unknown_experiment_lists_the_choices():
     assert "shakespeare_char_cpu" in str(err.value)
 
 
-def compose_search(search: str) -> DictConfig:
+def compose_search(search: str, *extra: str) -> DictConfig:
     """The CPU recipe under an Optuna search, with its Hydra config (the sweeper's settings)."""
     pytest.importorskip("optuna")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        overrides = [f"hparams_search={search}", "experiment=shakespeare_char_cpu"]
+        overrides = [f"hparams_search={search}", "experiment=shakespeare_char_cpu", *extra]
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
@@ -244,3 +244,24 @@ def test_the_cpu_optimisation_search_keeps_the_recipes_compute():
     # nothing that changes the compute of a trial is searched: shape, context, batch, steps
     assert not any(key.startswith(("model.", "data.", "trainer.")) for key in params)
     assert cfg.hydra.sweeper.storage.endswith("runs/shakespeare_char_cpu/optuna_cpu_optim/optuna.db")
+
+
+PRUNERS = sorted(p.stem for p in (Path(CONFIG_DIR) / "hydra" / "sweeper" / "pruner").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("pruner", [None, *PRUNERS])
+def test_every_pruner_config_builds_the_sweeper_hydra_runs(pruner):
+    from hydra.core.plugins import Plugins
+    from hydra.utils import instantiate
+
+    extra = [f"hydra/sweeper/pruner={pruner}"] if pruner else []
+    cfg = compose_search("shakespeare_char_cpu_optim", *extra)
+    sweeper = cfg.hydra.sweeper
+    # Hydra accepts only plugins it found in the hydra_plugins namespace: ours is one of them
+    assert sweeper._target_ in {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover()}
+    built = instantiate(sweeper.pruner) if sweeper.pruner else None
+    expected = {None: None, "median": "MedianPruner", "successive_halving": "SuccessiveHalvingPruner"}
+    assert (type(built).__name__ if built else None) == expected[pruner]
+    assert (
+        sweeper.study_name == "cpu_optim" and sweeper.n_trials == 12 and sweeper.sampler.n_startup_trials == 6
+    )
