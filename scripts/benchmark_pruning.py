@@ -1,6 +1,6 @@
 """Pruning against no pruning: the CPU recipe's 12-trial Optuna search, run twice, one after the other.
 
-    python scripts/benchmark_pruning.py                       # runs both searches (~1 h on 2 CPU cores)
+    python scripts/benchmark_pruning.py [OVERRIDE ...]        # both searches (~1 h on 2 CPU cores)
     python scripts/benchmark_pruning.py --read runs/bench     # only the table, from finished searches
 
 Both searches are ``hparams_search=shakespeare_char_cpu_optim`` with the same sampler seed, so their
@@ -27,9 +27,9 @@ SEARCH = [
 ]
 
 
-def run_searches(root: Path, pruner: str) -> None:
+def run_searches(root: Path, pruner: str, overrides: list[str]) -> None:
     exe = shutil.which("nanogpt-train") or str(Path(sys.executable).with_name("nanogpt-train"))
-    for study, extra in [("unpruned", []), ("pruned", [f"hydra/sweeper/pruner={pruner}"])]:
+    for study, extra in [("unpruned", []), ("pruned", [f"hydra/sweeper/pruner={pruner}", *overrides])]:
         command = [
             exe,
             "-m",
@@ -74,10 +74,11 @@ def main() -> None:
     parser.add_argument(
         "--pruner", default="successive_halving", help="a configs/hydra/sweeper/pruner/ option"
     )
+    parser.add_argument("overrides", nargs="*", help="more overrides of the pruned search's command")
     args = parser.parse_args()
     root = args.read or Path("runs") / "bench"
     if args.read is None:
-        run_searches(root.resolve(), args.pruner)
+        run_searches(root.resolve(), args.pruner, args.overrides)
     rows = [summarise(root / f"optuna_{name}", name) for name in ("unpruned", "pruned")]
     base = rows[0]
     print("| search | trials | complete | pruned | optimizer steps | wall s | best val/loss (trial) |")
