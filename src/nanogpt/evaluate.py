@@ -99,8 +99,10 @@ def final_validation(trainer: L.Trainer, datamodule: TextDataModule) -> dict[str
     scores every window alone, on its device, so no collective runs and any strategy (DDP, FSDP's
     whole checkpoint, ``ddp_spawn``'s main process) gives the same number.
     """
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = trainer.checkpoint_callback  # under debug=fdr the only one is LastCheckpoint
+    best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
     if trainer.fast_dev_run or trainer.global_rank != 0 or not best:
         return {}
     if not Path(best).is_file():  # trainer.strategy.state_dict_type=sharded: a folder only FSDP reads
