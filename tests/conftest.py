@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,11 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # torch.compile's kernels from tests go to a folder of their own, kept between sessions (a cold
+    # compile of even the tiny model takes half a minute), never the user's ~/.cache/nanogpt
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), "nanogpt-tests-torch-compile")
+    )
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # one thread per pytest-xdist worker, and per process its tests start: the workers already keep
         # the cores busy, and two threads each would make them wait on each other

@@ -286,6 +286,9 @@ def test_cli_trains_into_one_run_folder_and_ends_with_a_summary(tmp_path, text_p
     assert len(list((tmp_path / "data" / "shakespeare_char").glob("*/meta.json"))) == 1  # the prepared text
     log = (run / "train.log").read_text()
     assert "parameters" in log and "output folder" in log and str(run.name) in log
+    # compile=auto: a short run on a cold compile cache trains eagerly, says why, and records it
+    assert "compile=auto: not compiling, as this machine has not compiled this training step" in log
+    assert OmegaConf.load(run / "config.yaml").compile is False
     # train.log (and the console) end with the summary: how it ended, where its checkpoints are, and
     # the commands that sample from it and continue it
     for text in ("run completed at step 10", "best val/loss", "best.ckpt", "last.ckpt"):
@@ -402,6 +405,7 @@ def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
     assert recorded.trainer.accumulate_grad_batches == trainer.accumulate_grad_batches == 2
     assert recorded.model.vocab_size == module.model.config.vocab_size == len(set(cfg_tiny_text(cfg_tiny)))
     assert OmegaConf.to_container(recorded.model) == dataclasses.asdict(module.model.config)
+    assert recorded.compile is False and module.training_forward is None  # compile=auto, a short run
 
 
 def cfg_tiny_text(cfg) -> str:

@@ -40,6 +40,8 @@ class RunFacts:
     resume_from: Path | None = None  # the checkpoint file ckpt_path means, if any
     # what that checkpoint records of its run's data (None: no resume, or an older checkpoint)
     resumed: TrainedOn | None = None
+    # whether the run compiles its training step: compile=auto decided (nanogpt.compiler.plan)
+    compile: bool = False
 
 
 def model_fields(
@@ -65,6 +67,7 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
     - ``trainer.strategy`` of a sweep job that starts several processes (``ddp`` -> ``ddp_spawn``);
     - ``scheduler.warmup_steps`` of a run shorter than its warm-up: a tenth of the run
       (:func:`~nanogpt.schedule.fitted_warmup`, which warns);
+    - ``compile``: true or false, what ``compile=auto`` decided (:mod:`nanogpt.compiler`);
     - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick);
     - ``seed`` and ``data.seed`` of a resumed run: the checkpoint's, which drew its stream and its
       generators (a resume goes on with both), with a warning when the command asked for another.
@@ -98,6 +101,7 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
         scheduler = out.get("scheduler")
         if scheduler is not None and scheduler.get("_target_") == WARMUP_COSINE:
             scheduler.warmup_steps = fitted_warmup(scheduler.warmup_steps, scheduler.decay_steps)
+        out.compile = facts.compile
         if facts.resume_from is not None:
             out.ckpt_path = str(facts.resume_from)
         if facts.resumed is not None and out.data.seed != facts.resumed.seed:

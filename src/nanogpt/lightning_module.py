@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.text import Perplexity
@@ -30,7 +31,8 @@ class GPTLightningModule(L.LightningModule):
         optimizer: builds the optimizer from the model's :class:`~nanogpt.model.ParamGroups`: a
             factory of :mod:`nanogpt.optimizers` as a Hydra ``_partial_``, with its hyperparameters.
         scheduler: builds a per-step LR scheduler from the optimizer, or ``None`` for a constant LR.
-        compile: wrap the model in ``torch.compile``.
+        compile: train with ``torch.compile`` of the model's forward; validation and generation run
+            the plain model (see :mod:`nanogpt.compiler`).
         trained_on: the corpus and the training stream, recorded in every checkpoint so that a
             resume can refuse another corpus and name a changed seed or batch size.
     """
@@ -51,13 +53,20 @@ class GPTLightningModule(L.LightningModule):
             {"model": dataclasses.asdict(config), "tokenizer": tokenizer, "format": CHECKPOINT_FORMAT}
         )
         self.model = GPT(config)
-        if compile:
-            self.model.compile()  # in place, so checkpoint keys stay those of the plain model
+        self.compile_training = compile
+        # the compiled forward of training steps: a function, not a submodule, so the weights and the
+        # checkpoint keys stay those of the plain model; made in configure_model, in the process that
+        # trains (a spawned rank), so the module itself stays picklable
+        self.training_forward: Callable | None = None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.trained_on = trained_on
         self.val_ppl = Perplexity()
         self.bpc_scale: float | None = None  # val/bpc per val/loss, from the data in setup()
+
+    def configure_model(self) -> None:
+        if self.compile_training and self.training_forward is None:
+            self.training_forward = torch.compile(self.model.forward)
 
     def setup(self, stage: str) -> None:
         # val/bpc does not depend on the tokenizer, so char and BPE runs share one chart
@@ -96,7 +105,8 @@ class GPTLightningModule(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, log: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch  # (B, T), (B, T)
-        logits, loss = self.model(x, y)
+        forward = self.training_forward if stage == "train" and self.training_forward else self.model
+        logits, loss = forward(x, y)
         if log:
             # val/loss is averaged over the whole evaluation (weighted by batch) and across ranks
             self.log(
@@ -136,6 +146,17 @@ class GPTLightningModule(L.LightningModule):
         by_norm = gradient_clip_algorithm in (None, "norm")  # None: Lightning's default, the norm
         if gradient_clip_val and by_norm and isinstance(self.trainer.model, FullyShardedDataParallel):
             self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        # bf16-mixed scales no loss, yet Lightning's mixed-precision plugin refuses to clip for any
+        # optimizer that unscales in its step (AdamW's fused kernel, which nanogpt.optimizers.adamw
+        # uses): with no scaler there is nothing to unscale, so clip as Lightning's fp32 path does
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if by_norm:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import TrainedOn, check_resumable
+from nanogpt.compiler import CompiledStep, step_marker
+from nanogpt.compiler import plan as plan_compile
 from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
@@ -120,8 +122,11 @@ def find_facts(cfg: DictConfig, run: RunDir, requeued: bool) -> tuple[RunFacts, 
             f"tokens in {corpus.folder}); leave model.vocab_size=null to take the data's, or set it to at "
             f"least {corpus.vocab_size} (a multiple of 64 is faster on a GPU)"
         )
+    # whether to compile: compile=auto reads this machine's compile cache and looks for a compiler
+    compiled = plan_compile(cfg, model_fields(cfg.model, shape, vocab_size=corpus.vocab_size))
     facts = RunFacts(
         vocab_size=corpus.vocab_size,
+        compile=compiled,
         pretrained_shape=shape,
         sweep_job=HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN,
         launched_outside=processes_start_outside(),
@@ -170,12 +175,15 @@ def build(
         tokenizer=corpus.meta.tokenizer,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        compile=cfg.get("compile", False),
+        compile=bool(cfg.get("compile")),  # true or false: derive() decided compile=auto
         trained_on=trained_on,
     )
     if pretrained is not None:
         module.model.load_state_dict(pretrained)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    if module.compile_training:  # times the compiling first step, and tells later runs it is cached
+        marker = step_marker(cfg, model_fields(cfg.model))
+        callbacks.append(CompiledStep(marker, warm=marker.is_file()))
     trial = job_trial()  # a job of an Optuna search reports val/loss to its trial, which may prune it
     if trial is not None:
         callbacks.append(PruneTrial(trial))
