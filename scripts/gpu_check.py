@@ -210,6 +210,7 @@ def run(command: list[str], log: Path, timeout: float, env: dict[str, str], cwd:
             os.killpg(proc.pid, signal.SIGKILL)
 
     timer = threading.Timer(timeout, kill)
+    timer.daemon = True  # never what keeps this script from exiting
     timer.start()
     with open(log, "w") as f:
         f.write(f"$ {shlex.join(command)}\n")
