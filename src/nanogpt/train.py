@@ -1,17 +1,16 @@
 """``nanogpt-train``: compose the Hydra config, build the pieces, run Lightning's loop, return.
 
-``train(cfg)`` is the whole job and is what tests and sweeps call; ``main`` is the console script.
+``train(cfg)`` is the whole job and is what tests and sweeps call; the console script, ``main`` and
+``cli``, lives in :mod:`nanogpt.train_cli`, which imports this module only when a job starts.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -20,7 +19,6 @@ from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nanogpt import CONFIG_DIR
 from nanogpt.checkpoint import TrainedOn, check_resumable
 from nanogpt.compiler import CompiledStep, step_marker
 from nanogpt.compiler import plan as plan_compile
@@ -28,7 +26,6 @@ from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
 from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, chosen_experiment, local_rank, processes_per_job
-from nanogpt.errors import user_errors_in_one_line
 from nanogpt.evaluate import final_validation
 from nanogpt.files import remove_stale_temps
 from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
@@ -38,9 +35,13 @@ from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.options import check_options
 from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
-from nanogpt.runs.record import RunRecord, interrupted_by, sigterm_raises
+from nanogpt.runs.record import RunRecord, sigterm_raises
 from nanogpt.runs.study import PruneTrial, job_trial
 from nanogpt.runs.sweep import processes_start_outside
+
+# the console script lives in nanogpt.train_cli, which imports this module only when a job starts;
+# named here too for `python -m nanogpt.train` (torchrun) and for code that imports them from here
+from nanogpt.train_cli import OPTIONAL_GROUPS, cli, main  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -269,40 +270,6 @@ def matmul_precision(cfg: DictConfig) -> str | None:
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     return "high" if on_cuda else None
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        with user_errors_in_one_line(log_file=f"{cfg.paths.output_dir}/train.log"):
-            metrics = train(cfg)
-    except (SystemExit, KeyboardInterrupt) as exit:
-        # An interrupted run exits as the shell expects (130 for Ctrl-C, 143 for SIGTERM), and its
-        # record has said so: no traceback. Lightning's SIGTERMException is a SystemExit without a
-        # code, which would exit 0; a Ctrl-C before fit is a KeyboardInterrupt.
-        signum = interrupted_by(exit)
-        if signum is not None:
-            sys.exit(128 + signum)
-        raise
-    if metrics.get("pruned_at_step") is not None:
-        import optuna  # only a job of an Optuna search is pruned
-
-        # how Optuna's sweeper learns that the trial was pruned, not failed (the record says so too)
-        raise optuna.TrialPruned(f"pruned at step {metrics['pruned_at_step']}")
-    # A sweeper (e.g. Optuna) minimises what the app returns.
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
-
-
-# Groups a run can do without. Hydra deletes a group with ~group and refuses group=null.
-OPTIONAL_GROUPS = ("logger", "callbacks", "scheduler", "experiment", "hparams_search", "debug")
-
-
-def cli() -> None:
-    """The ``nanogpt-train`` console script: :func:`main`, with ``logger=null`` meaning ``~logger``."""
-    nulls = {f"{group}=null": f"~{group}" for group in OPTIONAL_GROUPS}
-    sys.argv = [sys.argv[0], *(nulls.get(arg, arg) for arg in sys.argv[1:])]
-    main()
 
 
 if __name__ == "__main__":
