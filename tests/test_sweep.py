@@ -692,6 +692,25 @@ def test_a_job_that_fails_before_its_record_is_reported_failed_with_its_error(tm
     assert "1 jobs planned: 1 failed." in (tmp_path / "report.md").read_text()
 
 
+def test_the_report_after_a_job_redraws_its_plots_at_most_once_a_minute_and_always_at_the_end(tmp_path):
+    jobs = [[f"seed={seed}"] for seed in (1, 2)]
+    plan_file(tmp_path, jobs=jobs, pid=os.getpid())
+    hydra = {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}}
+    config = OmegaConf.create({"hydra": hydra})
+    done = JobReturn(status=JobStatus.COMPLETED)
+    callback = SweepCallback()
+    fake_job(tmp_path, "0", jobs[0], best_val_loss=2.0)
+    callback.on_job_end(config, done)
+    assert (tmp_path / "val_loss.png").is_file()  # the first job's report has its plot
+    (tmp_path / "val_loss.png").unlink()
+    fake_job(tmp_path, "1", jobs[1], best_val_loss=1.9)
+    callback.on_job_end(config, done)
+    assert "2 jobs planned: 2 completed." in (tmp_path / "report.md").read_text()  # the text is current
+    assert not (tmp_path / "val_loss.png").exists()  # the plot waits, a second job within the minute
+    callback.on_multirun_end(config)
+    assert (tmp_path / "val_loss.png").is_file()
+
+
 def test_val_loss_against_training_time_is_drawn_per_recipe(tmp_path):
     from nanogpt.runs.plots import plot_against_time
 

@@ -99,7 +99,10 @@ def find_jobs(
 
 
 def write_report(
-    sweep_dir: str | os.PathLike, baseline: str | None = None, also: Sequence[str | os.PathLike] = ()
+    sweep_dir: str | os.PathLike,
+    baseline: str | None = None,
+    also: Sequence[str | os.PathLike] = (),
+    plots: bool = True,
 ) -> Path:
     """Write ``report.md``, ``report.csv``, ``val_loss.png`` (and ``seeds.csv``, ``val_loss_vs_time.png``)
     into ``sweep_dir``.
@@ -107,14 +110,26 @@ def write_report(
     ``baseline`` (``KEY=VALUE``) is the configuration the seed statistics compare each one with; a
     ``ValueError`` lists the valid choices when the sweep has no such configuration. ``None``: the
     default (:func:`~nanogpt.runs.stats.default_baseline`). ``also``: see :func:`find_jobs`.
+    ``plots=False`` writes the text only and leaves the PNGs as they are (drawing them takes most of
+    the report's time, which a sweep of short jobs would pay after every job).
     """
-    from nanogpt.runs.plots import plot_against_time, plot_sweep  # matplotlib only when a report is written
-
     sweep_dir = Path(sweep_dir)
     plan = Plan.load(sweep_dir)
     jobs = find_jobs(sweep_dir, plan, also)
     chosen = parse_baseline(baseline, jobs) if baseline is not None else None
     md, jobs_csv, seeds_csv = render(sweep_dir, jobs, plan, chosen)
+    if plots:
+        _draw_plots(sweep_dir, jobs)
+    write_atomically(sweep_dir / "report.csv", jobs_csv)
+    if seeds_csv is not None:
+        write_atomically(sweep_dir / "seeds.csv", seeds_csv)
+    return write_atomically(sweep_dir / "report.md", md)
+
+
+def _draw_plots(sweep_dir: Path, jobs: Sequence[Job]) -> None:
+    """``val_loss.png``, and ``val_loss_vs_time.png`` when seeds repeat."""
+    from nanogpt.runs.plots import plot_against_time, plot_sweep  # matplotlib only when a plot is drawn
+
     varying, _ = varying_keys(jobs)
     curves = {job_label(j, varying): j.val_curve for j in jobs if j.status not in UNRUN}
     plot_sweep(curves, sweep_dir / "val_loss.png", title=str(sweep_dir))
@@ -130,10 +145,6 @@ def write_report(
                 label = " ".join(f"{k}={job.params[k]}" for k in keys if k in job.params) or "all"
                 runs[label].append(val_against_time(job.path))
         plot_against_time(runs, sweep_dir / TIME_PLOT, title=str(sweep_dir))
-    write_atomically(sweep_dir / "report.csv", jobs_csv)
-    if seeds_csv is not None:
-        write_atomically(sweep_dir / "seeds.csv", seeds_csv)
-    return write_atomically(sweep_dir / "report.md", md)
 
 
 def study_storage(sweep_dir: str | os.PathLike) -> str:

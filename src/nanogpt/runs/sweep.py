@@ -4,7 +4,9 @@
 
 - composes one job for every value of every swept parameter (command-line sweeps and
   ``hydra.sweeper.params``), so a misspelt key fails at once with Hydra's own error even for
-  sweepers that would otherwise fail at their first trial (Optuna);
+  sweepers that would otherwise fail at their first trial (Optuna). The values of a plain key
+  (``seed=1,2,3``) differ in one leaf of the config, so one value of each kind (a scalar, a list,
+  a dict) stands for the rest; every option of a config group (``model=a,b``) is composed;
 - checks the trainer of a job that starts several processes: Lightning's ``ddp`` launcher re-runs
   the whole command in its child processes, which under ``-m`` would re-run the sweep, and under
   Optuna give the ranks of one job different hyperparameters. Each job trains with ``ddp_spawn``
@@ -14,7 +16,9 @@
   (``sweep.json``, :class:`~nanogpt.runs.plan.Plan`): a grid's jobs, or Optuna's trial count.
 
 After every job, and when the sweep ends, it rewrites the sweep report (:mod:`nanogpt.runs.report`),
-which names the planned jobs that never ran.
+which names the planned jobs that never ran. Its plots, which take most of a report's time, are
+redrawn after a job only when the last drawing is :data:`PLOTS_EVERY_S` old, and always when the
+sweep ends: a sweep of short jobs pays them once a minute, not once a job.
 
 An interrupted job does not end like a failed one. Hydra catches only ``Exception`` around the task
 function (``hydra/core/utils.py::run_job``), and an interrupt leaves ``train`` as a ``SystemExit``
@@ -31,9 +35,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,6 +62,8 @@ from nanogpt.runs.report import write_report
 
 log = logging.getLogger(__name__)
 
+# the least seconds between two drawings of the report's plots while the sweep runs
+PLOTS_EVERY_S = 60.0
 
 # Strategies whose launcher re-runs the whole command in each extra rank (Lightning's subprocess
 # script launcher), and the strategy that starts the same ranks in-process instead.
@@ -134,6 +142,25 @@ def _candidates(override: Override) -> list[str]:
     return list(override.sweep_string_iterator())
 
 
+def _other_values(override: Override, loader: Any) -> list[str]:
+    """The values of a sweep override that :func:`check_sweep` composes besides its first: all of a
+    config group's options; of a plain key, the first of each kind not yet composed."""
+    first, *others = _candidates(override)
+    if loader is None or loader.get_group_options(override.key_or_group):
+        return others
+    kinds, chosen = {_kind(first)}, []
+    for value in others:
+        if _kind(value) not in kinds:
+            kinds.add(_kind(value))
+            chosen.append(value)
+    return chosen
+
+
+def _kind(value: str) -> str:
+    """A value's kind as an override writes it: ``[`` a list, ``{`` a dict, ``""`` anything else."""
+    return value[:1] if value[:1] in ("[", "{") else ""
+
+
 def sweep_overrides(config: DictConfig) -> list[Override]:
     """The sweep's overrides as its sweeper reads them: ``hydra.sweeper.params``, then the command line."""
     # the command line comes last so that it wins: the order both sweepers use
@@ -157,15 +184,17 @@ def check_sweep(config: DictConfig) -> DictConfig:
     """Compose one job per value of every swept parameter; return the first job's config.
 
     Raises Hydra's own composition error (unknown key, unknown config option, bad value) naming
-    the parameter, before any job starts.
+    the parameter, before any job starts. Composing takes a good part of a second, so a swept key
+    that is no config group is composed once per kind of value (see the module docstring).
     """
     overrides = sweep_overrides(config)
+    loader = GlobalHydra.instance().config_loader() if GlobalHydra.instance().is_initialized() else None
     first = {o.get_key_element(): f"{o.get_key_element()}={_candidates(o)[0]}" for o in overrides}
     trials: list[tuple[str | None, dict[str, str]]] = [(None, first)]
     for o in overrides:
         if o.is_sweep_override():
             key = o.get_key_element()
-            trials += [(o.input_line, {**first, key: f"{key}={value}"}) for value in _candidates(o)[1:]]
+            trials += [(o.input_line, {**first, key: f"{key}={value}"}) for value in _other_values(o, loader)]
     first_job = None
     for source, trial in trials:
         try:
@@ -221,6 +250,7 @@ class SweepCallback(Callback):
         self._sweep_dir = Path()
         self._plan: Plan | None = None
         self._previous_sigterm: Any = None
+        self._plotted_at = -math.inf  # time.monotonic() of the report's last plots
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -249,7 +279,10 @@ class SweepCallback(Callback):
             return
         if job_return.status == JobStatus.FAILED:
             self._record_early_failure(config, job_return)
-        self._report(config, final=False)
+        plots = time.monotonic() - self._plotted_at >= PLOTS_EVERY_S
+        self._report(config, final=False, plots=plots)
+        if plots:
+            self._plotted_at = time.monotonic()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish()
@@ -330,10 +363,10 @@ class SweepCallback(Callback):
             log.warning("could not record the failure of %s: %s", job_dir, err)
 
     @staticmethod
-    def _report(config: DictConfig, final: bool) -> Path | None:
+    def _report(config: DictConfig, final: bool, plots: bool = True) -> Path | None:
         sweep_dir = Path(OmegaConf.select(config, "hydra.sweep.dir"))
         try:
-            path = write_report(sweep_dir)
+            path = write_report(sweep_dir, plots=plots)
         except Exception as err:  # a report is never worth failing a job over
             log.warning("could not write the sweep report of %s: %s", sweep_dir, err)
             return None
