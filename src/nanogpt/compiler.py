@@ -144,9 +144,9 @@ def decide(
         return True, "compile=true"
     if not warm and (max_steps is None or max_steps < AUTO_MIN_STEPS):
         return False, (
-            f"compile=auto: not compiling, as this machine has not compiled this training step before and "
-            f"{max_steps} steps are too few to pay for a first compile (from {AUTO_MIN_STEPS:,}); compile=true "
-            "compiles it and keeps the kernels for the runs after"
+            "compile=auto: not compiling, as this machine has not compiled this training step before and "
+            f"{max_steps} steps are too few to pay for a first compile (from {AUTO_MIN_STEPS:,}); "
+            "compile=true compiles it and keeps the kernels for the runs after"
         )
     if find_compiler() is None:
         return (

@@ -35,8 +35,9 @@ from nanogpt.loop import lightning_val_check_interval
 from nanogpt.model import GPTConfig
 from nanogpt.options import check_options
 from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
+from nanogpt.runs.prune import PruneTrial
 from nanogpt.runs.record import RunRecord, sigterm_raises
-from nanogpt.runs.study import PruneTrial, job_trial
+from nanogpt.runs.study import job_trial, pruned_at
 from nanogpt.runs.sweep import processes_start_outside
 
 # the console script lives in nanogpt.train_cli, which imports this module only when a job starts;
@@ -77,9 +78,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.watch(trainer)
         fit(cfg, trainer, module, datamodule, record.requeued)
         pruning = next((c for c in trainer.callbacks if isinstance(c, PruneTrial)), None)
-        pruned_at = PruneTrial.pruned_at(pruning.trial.study, pruning.trial.number) if pruning else None
-        if pruned_at is not None:  # a trial its Optuna pruner stopped: no final validation
-            return record.prune(trainer, pruned_at)
+        step = pruned_at(pruning.trial.study, pruning.trial.number) if pruning else None
+        if step is not None:  # a trial its Optuna pruner stopped: no final validation
+            return record.prune(trainer, step)
         # best.ckpt on the whole val split: the run's headline, result.json's final_val_loss
         return record.complete(trainer, final_validation(trainer, datamodule))
 

@@ -8,7 +8,7 @@ submitit), and tells the study how each ended. The search space is the same YAML
 (``choice``, ``range``, ``interval``, ``tag(log, ...)``; :func:`nanogpt.runs.study.distribution`).
 
 - Pruning: each job reports ``val/loss`` to its trial at every validation and stops when the
-  ``pruner`` says so (:class:`nanogpt.runs.study.PruneTrial`); it ends with ``optuna.TrialPruned``,
+  ``pruner`` says so (:class:`nanogpt.runs.prune.PruneTrial`); it ends with ``optuna.TrialPruned``,
   and the trial is told PRUNED, not FAIL.
 - Storage: SQLite in the sweep folder by default; a journal file or an RDB URL
   (:func:`nanogpt.runs.study.open_storage`). Re-running the command continues the study.
@@ -34,7 +34,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.files import pid_alive
-from nanogpt.runs.study import TRIAL_ENV, PruneTrial, open_study, search_space
+from nanogpt.runs.study import TRIAL_ENV, open_study, pruned_at, search_space
 
 if TYPE_CHECKING:  # Hydra imports every plugin at start-up: Optuna is imported when a search runs
     import optuna
@@ -151,7 +151,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, directions: l
     import optuna
 
     if ret.status != JobStatus.COMPLETED:
-        if PruneTrial.pruned_at(study, trial.number) is not None:  # the job ended with TrialPruned
+        if pruned_at(study, trial.number) is not None:  # the job ended with TrialPruned
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             return None
         try:

@@ -2,8 +2,10 @@
 
 The sweeper (``hydra_plugins.nanogpt_sweeper``) asks the study for trials and launches a job for
 each; a job finds its own trial here (:func:`job_trial`) and reports ``val/loss`` to it at every
-validation (:class:`PruneTrial`). Both sides open the study from the same ``hydra.sweeper`` config,
-so a job launched in another process, or on another machine (submitit), reaches the same study.
+validation (:class:`nanogpt.runs.prune.PruneTrial`, the Lightning side, kept apart so that the
+sweeper, which Hydra imports at every start, imports no Lightning). Both sides open the study from
+the same ``hydra.sweeper`` config, so a job launched in another process, or on another machine
+(submitit), reaches the same study.
 
 Storage (``hydra.sweeper.storage``, :func:`open_storage`):
 
@@ -22,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
@@ -30,7 +31,6 @@ from hydra.core.override_parser.types import (
     RangeSweep,
     Transformer,
 )
-from lightning.pytorch.callbacks import Callback
 
 if TYPE_CHECKING:
     import optuna
@@ -167,40 +167,13 @@ def job_trial() -> optuna.Trial | None:
     return optuna.Trial(study, int(trial_id))
 
 
-class PruneTrial(Callback):
-    """Report ``val/loss`` to the job's Optuna trial at every validation; stop the run when the
-    study's pruner says the trial is worse than the others were at the same step.
+# the user attribute of a pruned trial: the step at which its job's PruneTrial stopped it
+PRUNED_AT = "pruned_at_step"
 
-    Rank 0 reports and asks; every rank gets its answer, and the trainer stops at the end of the
-    step just validated (Lightning's public ``should_stop``, as early stopping does). The step is
-    kept in the trial (user attribute ``pruned_at_step``), where the process that started the ranks
-    (``ddp_spawn``) and the sweeper read it.
-    """
 
-    ATTRIBUTE = "pruned_at_step"
-
-    def __init__(self, trial: optuna.Trial, monitor: str = "val/loss") -> None:
-        self.trial = trial
-        self.monitor = monitor
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        step = trainer.global_step
-        prune = False
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.is_global_zero and value is not None:
-            self.trial.report(float(value), step)
-            prune = self.trial.should_prune()
-            if prune:
-                self.trial.set_user_attr(self.ATTRIBUTE, step)
-        if trainer.strategy.broadcast(prune, src=0):
-            trainer.should_stop = True
-
-    @classmethod
-    def pruned_at(cls, study: optuna.Study, number: int) -> int | None:
-        """The step at which trial ``number`` was pruned, read back from its study; ``None`` if it was not."""
-        for frozen in study.get_trials(deepcopy=False):
-            if frozen.number == number:
-                return frozen.user_attrs.get(cls.ATTRIBUTE)
-        return None
+def pruned_at(study: optuna.Study, number: int) -> int | None:
+    """The step at which trial ``number`` was pruned, read back from its study; ``None`` if it was not."""
+    for frozen in study.get_trials(deepcopy=False):
+        if frozen.number == number:
+            return frozen.user_attrs.get(PRUNED_AT)
+    return None
