@@ -72,6 +72,7 @@ class StepProgressBar(TQDMProgressBar):
         self._tokens = 0
         self._t0 = 0.0
         self._shown = -1  # the step the bar last showed
+        self._timed = False
 
     @property
     def train_description(self) -> str:
@@ -92,11 +93,15 @@ class StepProgressBar(TQDMProgressBar):
         bar.n = bar.initial = trainer.global_step  # a resumed run starts part-way: rates count from here
         self._tokens, self._t0 = 0, time.perf_counter()
         self._shown = trainer.global_step
+        self._timed = False
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._tokens += batch[0].numel() * trainer.world_size
+        if not self._timed:  # the rate counts from the end of the first step, which compiles or warms up
+            self._timed, self._tokens, self._t0 = True, 0, time.perf_counter()
+        else:
+            self._tokens += batch[0].numel() * trainer.world_size
         step = trainer.global_step
         bar = self.train_progress_bar
         # refresh every refresh_rate steps, and at the last one, once per optimizer step (not per
@@ -136,6 +141,7 @@ class StepLines(ProgressBar):
         self._t0 = 0.0
         self._start_step = 0
         self._shown = -1  # the step the last train line showed
+        self._timed = False
 
     def disable(self) -> None:
         self._enabled = False  # Lightning disables the bar on every rank but the first
@@ -147,12 +153,16 @@ class StepLines(ProgressBar):
         # a resumed run starts part-way: its rate and ETA count from there
         self._tokens, self._t0 = 0, time.perf_counter()
         self._start_step = self._shown = trainer.global_step
+        self._timed = False
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._tokens += batch[0].numel() * trainer.world_size
         step = trainer.global_step
+        if not self._timed:  # rate and ETA count from the end of the first step, which compiles or warms up
+            self._timed, self._tokens, self._t0, self._start_step = True, 0, time.perf_counter(), step
+        else:
+            self._tokens += batch[0].numel() * trainer.world_size
         # once per optimizer step (not per micro-batch of a gradient accumulation)
         if not self._enabled or step == self._shown or not is_logging_step(trainer, step):
             return
