@@ -27,7 +27,7 @@ PY = sys.executable
 # console script's module, so that the code measured is this checkout's, whatever is installed
 COMMANDS = {
     "`python -c pass` (the interpreter)": [PY, "-c", "pass"],
-    "`nanogpt-train --help`": [PY, "-m", "nanogpt.train_cli", "--help"],
+    "`--help` of `nanogpt-train`": [PY, "-m", "nanogpt.train_cli", "--help"],
     "`import torch`": [PY, "-c", "import torch"],
     "`import lightning`": [PY, "-c", "import lightning"],
     "`import nanogpt.train` (the training code)": [PY, "-c", "import nanogpt.train"],
