@@ -43,6 +43,8 @@ def cfg_tiny(cfg_tiny_global: DictConfig, text_path: Path, tmp_path: Path) -> Di
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.data.data_dir = str(tmp_path / "data")
         cfg.data.path = str(text_path)
+        # an empty compile cache: compile=auto trains these short runs eagerly, whatever ran before
+        cfg.compile_cache_dir = str(tmp_path / "compile-cache")
     return cfg
 
 

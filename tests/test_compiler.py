@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from nanogpt import compiler
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.compiler import AUTO_MIN_STEPS, cache_dir, decide, step_marker, working_compiler
 from nanogpt.train import train
@@ -70,11 +72,16 @@ def test_a_compiler_that_cannot_build_is_no_compiler(monkeypatch, tmp_path):
 
 
 def test_the_cache_folder_is_the_configs_then_pytorchs_variable_then_the_users_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(compiler, "_users_cache_dir", compiler._UNSET)  # as in a fresh process
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch"))
     assert cache_dir(str(tmp_path / "mine")) == tmp_path / "mine"
     assert cache_dir(None) == tmp_path / "torch"
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir(None) == tmp_path / "xdg" / "nanogpt" / "torch-compile"
+    # a run's own compile_cache_dir points PyTorch there, but is not the next run's default
+    compiler.use_cache_dir(tmp_path / "one-run")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "one-run")
     assert cache_dir(None) == tmp_path / "xdg" / "nanogpt" / "torch-compile"
 
 
@@ -106,7 +113,9 @@ def test_a_compiled_run_warms_the_cache_for_the_next_and_its_checkpoint_loads_un
     assert "compiled the training step in" in caplog.text and "cold cache" in caplog.text
     (marker,) = (tmp_path / "cache" / "nanogpt-steps").glob("*.json")
     assert json.loads(marker.read_text())["first_step_s"] > 0
-    assert any(p.name != "nanogpt-steps" for p in (tmp_path / "cache").iterdir())  # torch's own caches
+    # PyTorch's caches go there too (unless this process had compiled the same step already, which
+    # Dynamo then reuses without compiling)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
     run = Path(cfg_tiny.paths.output_dir)
     # the checkpoint is the plain model's: it loads into an uncompiled GPT on its own
     model, _, _ = load_checkpoint(run, device="cpu")

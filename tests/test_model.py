@@ -163,7 +163,7 @@ def test_adamw_decays_what_nanogpt_decays_in_its_order(tie_weights):
     assert ids(no_decay["params"]) == ids(p for p in params if p.dim() < 2)
     assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
     assert decay["lr"] == no_decay["lr"] == pytest.approx(1e-3)
-    assert decay["fused"] is None  # on CPU: torch's default kernel
+    assert decay["fused"] is True  # PyTorch's fused kernel, on the CPU as on CUDA
 
 
 def test_warmup_cosine_schedule():

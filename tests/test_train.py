@@ -278,6 +278,7 @@ def test_non_positive_batch_or_block_size_is_refused(cfg_tiny, key):
 
 def test_cli_trains_into_one_run_folder_and_ends_with_a_summary(tmp_path, text_path):
     args = [*TINY, "trainer.max_steps=10", "trainer.val_check_interval=5", f"data.path={text_path}"]
+    args.append(f"compile_cache_dir={tmp_path / 'compile-cache'}")  # nothing compiled there yet
     result = run_cli("nanogpt-train", [*args, "name=cli", "paths.root_dir=."], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "runs" / "cli").iterdir()

@@ -51,12 +51,20 @@ AUTO_MIN_STEPS = 5000
 SETTINGS = (True, False, "auto")
 
 
+# TORCHINDUCTOR_CACHE_DIR as it was before use_cache_dir first set it in this process: a sweep job
+# with its own compile_cache_dir must not become the next job's default
+_UNSET = object()
+_users_cache_dir: object = _UNSET
+
+
 def cache_dir(configured: str | None = None) -> Path:
-    """The folder of the compile caches: ``configured``, ``$TORCHINDUCTOR_CACHE_DIR``, or the default."""
+    """The folder of the compile caches: ``configured``, ``$TORCHINDUCTOR_CACHE_DIR`` (as the user
+    set it, not as an earlier run in this process did), or the default."""
     if configured:
         return Path(configured).expanduser()
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    users = os.environ.get("TORCHINDUCTOR_CACHE_DIR") if _users_cache_dir is _UNSET else _users_cache_dir
+    if users:
+        return Path(str(users))
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "nanogpt" / "torch-compile"
 
@@ -67,6 +75,9 @@ def use_cache_dir(folder: Path) -> None:
     PyTorch reads ``TORCHINDUCTOR_CACHE_DIR`` when it compiles, in this process and in its compile
     workers, so setting it before the first compile is enough.
     """
+    global _users_cache_dir
+    if _users_cache_dir is _UNSET:
+        _users_cache_dir = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
