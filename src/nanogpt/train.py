@@ -20,7 +20,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.checkpoint import TrainedOn, check_resumable
-from nanogpt.compiler import CompiledStep, step_marker
+from nanogpt.compiler import CompiledStep, on_cuda, step_marker
 from nanogpt.compiler import plan as plan_compile
 from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
@@ -268,9 +268,7 @@ def matmul_precision(cfg: DictConfig) -> str | None:
     precision = cfg.get("matmul_precision")
     if precision != "auto":
         return precision
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    return "high" if on_cuda else None
+    return "high" if on_cuda(cfg.trainer) else None
 
 
 if __name__ == "__main__":
