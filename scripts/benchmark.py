@@ -186,7 +186,7 @@ def compare(
 ) -> None:
     import torch
 
-    from nanogpt.checkpoint import model_state_dict
+    from nanogpt.runs.checkpoint import model_state_dict
 
     root = keep or Path(tempfile.mkdtemp(prefix="nanogpt-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,7 @@ def perf(
 
     import torch
 
-    from nanogpt.metrics.throughput import flops_per_token
+    from nanogpt.metrics.flops import flops_per_token
     from nanogpt.model import GPTConfig
 
     cuda = torch.cuda.is_available()
@@ -410,13 +410,13 @@ def profile(steps: int, repeats: int, overrides: list[str], keep: Path | None) -
         ("python alone", "pass"),
         ("`import torch`", "import torch"),
         ("the plain loop's imports (torch, Hydra, nanogpt's data and model)", PLAIN_IMPORTS),
-        ("`import nanogpt.train` (Lightning, torchmetrics)", "import nanogpt.train"),
+        ("`import nanogpt.training.job` (Lightning, torchmetrics)", "import nanogpt.training.job"),
     ):
         print(f"| {label} | {import_seconds(statement, repeats):.2f} |", flush=True)
-    print("\nof which, in `import nanogpt.train` (python -X importtime, cumulative):")
+    print("\nof which, in `import nanogpt.training.job` (python -X importtime, cumulative):")
     print("| module | seconds | imported by |")
     print("|---|---|---|")
-    for module, seconds in import_breakdown("import nanogpt.train").items():
+    for module, seconds in import_breakdown("import nanogpt.training.job").items():
         print(f"| {module} | {seconds:.2f} | {IMPORTED_BY[module]} |")
 
     env = {

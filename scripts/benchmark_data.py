@@ -58,7 +58,7 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "tokens": tokens}}))
 TRAIN = """
 import sys
 import lightning as L
-from nanogpt.train import main
+from nanogpt.cli.train import main
 
 def rss_mib():
     lines = [l for l in open("/proc/self/status") if l.startswith(("VmRSS", "RssAnon"))]
@@ -70,7 +70,7 @@ class Rss(L.Callback):
         if trainer.global_step in (10, trainer.max_steps):
             print(f"\\nRSS {trainer.global_step} {rss_mib()}", flush=True)
 
-import nanogpt.train as t
+import nanogpt.training.job as t
 build = t.instantiate
 def with_rss(node, **kw):
     obj = build(node, **kw)

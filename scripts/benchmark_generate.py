@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.model import GPT, GPTConfig, sample_next
+from nanogpt.runs.checkpoint import load_checkpoint
 
 
 def sliding_window(

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from benchmark import run_timed  # scripts/benchmark.py, beside this file
-from nanogpt.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX
 from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.runs.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX
 
 SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "bias": False, "dropout": 0.0}
 

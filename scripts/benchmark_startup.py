@@ -4,7 +4,7 @@ Each command runs ``--repeats`` times in a fresh process, the commands alternati
 gives the median and the minimum wall time of each (on a busy machine the minimum is the steadier
 number). ``debug=fdr`` (one training and one validation batch of the CPU recipe) is timed to its
 first training step (the run summary that train.log records just before it) and to its end.
-Then ``python -X importtime -c "import nanogpt.train"`` gives the packages that cost the most.
+Then ``python -X importtime -c "import nanogpt.training.job"`` gives the packages that cost the most.
 
     NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt python scripts/benchmark_startup.py --repeats 5
     python scripts/benchmark_startup.py --repeats 5 --no-fdr   # imports only, no data needed
@@ -23,14 +23,14 @@ from datetime import datetime
 from pathlib import Path
 
 PY = sys.executable
-# what each row runs, in a fresh process; nanogpt-train is `python -m nanogpt.train_cli`, the
+# what each row runs, in a fresh process; nanogpt-train is `python -m nanogpt.cli.train`, the
 # console script's module, so that the code measured is this checkout's, whatever is installed
 COMMANDS = {
     "`python -c pass` (the interpreter)": [PY, "-c", "pass"],
-    "`--help` of `nanogpt-train`": [PY, "-m", "nanogpt.train_cli", "--help"],
+    "`--help` of `nanogpt-train`": [PY, "-m", "nanogpt.cli.train", "--help"],
     "`import torch`": [PY, "-c", "import torch"],
     "`import lightning`": [PY, "-c", "import lightning"],
-    "`import nanogpt.train` (the training code)": [PY, "-c", "import nanogpt.train"],
+    "`import nanogpt.training.job` (the training code)": [PY, "-c", "import nanogpt.training.job"],
 }
 FDR = "`nanogpt-train experiment=shakespeare_char_cpu debug=fdr`"
 # train.log's first line is the run summary, logged when training starts: "[2026-01-02 10:11:12,345][...]"
@@ -62,7 +62,7 @@ def wall_time(command: list[str]) -> float:
 def fdr_times(root: Path) -> tuple[float, float]:
     """Seconds from the start of a ``debug=fdr`` run to its first training step, and to its exit."""
     out = Path(tempfile.mkdtemp(dir=root))
-    command = [PY, "-m", "nanogpt.train_cli", "experiment=shakespeare_char_cpu", "debug=fdr"]
+    command = [PY, "-m", "nanogpt.cli.train", "experiment=shakespeare_char_cpu", "debug=fdr"]
     command += [f"hydra.run.dir={out}", f"paths.log_dir={root}"]
     started = time.time()
     end = started + wall_time(command)
@@ -116,8 +116,11 @@ def main() -> None:
     for name, seconds in times.items():
         print(f"| {name} | {statistics.median(seconds):.2f} | {min(seconds):.2f} |")
 
-    costs = import_costs("nanogpt.train")
-    print("\n| module, under `python -X importtime -c 'import nanogpt.train'` | s, with what it imports |")
+    costs = import_costs("nanogpt.training.job")
+    print(
+        "\n| module, under `python -X importtime -c 'import nanogpt.training.job'` "
+        "| s, with what it imports |"
+    )
     print("|---|---|")
     for name, seconds in sorted(costs.items(), key=lambda item: -item[1]):
         print(f"| `{name}` | {seconds:.2f} |")

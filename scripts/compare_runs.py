@@ -38,8 +38,8 @@ def main() -> int:
 
     import torch
 
-    from nanogpt.checkpoint import read_checkpoint
-    from nanogpt.run_dir import RunDir
+    from nanogpt.runs.checkpoint import read_checkpoint
+    from nanogpt.runs.folder import RunDir
 
     a, b = metric_columns(args.a), metric_columns(args.b)
     weights = [read_checkpoint(RunDir.open(run).last)["state_dict"] for run in (args.a, args.b)]

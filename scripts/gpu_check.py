@@ -132,7 +132,7 @@ def probe():
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from nanogpt.metrics.throughput import ThroughputLogger
+    from nanogpt.training.callbacks.throughput import ThroughputLogger
 
     class Probe(Callback):
         def on_train_end(self, trainer, pl_module) -> None:

@@ -15,14 +15,14 @@ from omegaconf import open_dict
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CharTokenizer, CorpusConfig, find_corpus
 from nanogpt.evaluate import evaluate
 from nanogpt.metrics.bleu import BleuSettings, bleu_prompts, corpus_bleu, evaluate_bleu
-from nanogpt.metrics.bleu_callback import BleuCallback
 from nanogpt.metrics.chrf import corpus_chrf, sentence_chrf
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.training.callbacks.bleu import BleuCallback
+from nanogpt.training.job import train
 
 from .helpers import LINES, TINY, column, compose_train, read_metrics
 

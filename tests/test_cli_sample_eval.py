@@ -9,12 +9,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint
+from nanogpt.cli.evaluate import refuse_unread_overrides
 from nanogpt.data import CharTokenizer, GPT2Tokenizer
 from nanogpt.devices import inference_device
-from nanogpt.evaluate import evaluate, refuse_unread_overrides
+from nanogpt.evaluate import evaluate
+from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.sample import encode_prompt, read_prompt, sample
-from nanogpt.train import train
+from nanogpt.training.job import train
 
 from .helpers import run_cli
 
@@ -279,7 +280,7 @@ def test_a_cuda_device_past_the_last_one_is_refused_with_those_there_are(monkeyp
     ],
 )
 def test_eval_user_errors_name_the_fix(run_dir, tmp_path, override, error, message):
-    # each is a ValueError or OSError, which the console script prints in one line (nanogpt.errors)
+    # each is a ValueError or OSError, which the console script prints in one line (nanogpt.cli.errors)
     with pytest.raises(error, match=message):
         evaluate(eval_cfg(run_dir, f"data.data_dir={tmp_path}", override), out=io.StringIO())
 

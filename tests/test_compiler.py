@@ -1,4 +1,4 @@
-"""compile: auto, the compile cache and the compiler check (src/nanogpt/compiler.py)."""
+"""compile: auto, the compile cache and the compiler check (src/nanogpt/training/compiler.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from nanogpt import compiler
-from nanogpt.checkpoint import load_checkpoint
-from nanogpt.compiler import AUTO_MIN_STEPS, cache_dir, decide, step_marker, working_compiler
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.training import compiler
+from nanogpt.training.compiler import AUTO_MIN_STEPS, cache_dir, decide, step_marker, working_compiler
+from nanogpt.training.job import train
 
 from .helpers import TINY, compose_train
 

@@ -19,11 +19,11 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.nn import functional as F
 
-from nanogpt.checkpoint import load_checkpoint, read_checkpoint
-from nanogpt.metrics.throughput import flops_per_token
+from nanogpt.metrics.flops import flops_per_token
 from nanogpt.model import GPT, GPTConfig, apply_rope, rope_tables
 from nanogpt.optimizers import adamw, muon
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import load_checkpoint, read_checkpoint
+from nanogpt.training.job import train
 
 from .helpers import TINY, compose_train, read_metrics
 from .test_loop import shaped

@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
-from nanogpt.derive import RunFacts, derive
 from nanogpt.devices import cpu_has_native_bf16
-from nanogpt.hf_gpt2 import pretrained_shape
+from nanogpt.hf.gpt2 import pretrained_shape
 from nanogpt.metrics.bleu import BleuSettings
-from nanogpt.train import train
+from nanogpt.training.job import train
+from nanogpt.training.spec import RunFacts, derive
 
 from .helpers import SEARCHED_KEYS, compose_train
 

@@ -47,8 +47,8 @@ from nanogpt.data import (
 )
 from nanogpt.data import corpus as corpus_module
 from nanogpt.data.sources import Source
-from nanogpt.run_dir import RunDir
-from nanogpt.train import instantiate, train
+from nanogpt.runs.folder import RunDir
+from nanogpt.training.job import instantiate, train
 
 from .helpers import TINY, compose_train, make_text
 
@@ -664,7 +664,7 @@ def test_a_run_prepares_and_checksums_its_corpus_once(tmp_path, checksums):
 
 
 def test_only_local_rank_zero_of_a_run_prepares_the_others_find_its_folder(tmp_path, text_path, monkeypatch):
-    import nanogpt.train as train_module
+    import nanogpt.training.job as train_module
 
     cfg = compose_train([*TINY, f"data.path={text_path}"])
     with open_dict(cfg):

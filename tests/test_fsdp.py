@@ -17,10 +17,10 @@ from omegaconf import open_dict
 from torch.distributed.fsdp import ShardingStrategy
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.model import GPT, Block, GPTConfig
-from nanogpt.runs.checkpoints import AtomicCheckpointIO
-from nanogpt.train import instantiate as train_instantiate
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.training.callbacks.checkpoints import AtomicCheckpointIO
+from nanogpt.training.job import instantiate as train_instantiate
 
 from .fsdp_on_cpu import FSDPOnCPU
 from .helpers import TINY, column, compose_train, read_metrics, run_cli

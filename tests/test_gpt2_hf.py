@@ -15,10 +15,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nanogpt.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX, load_checkpoint
-from nanogpt.derive import RunFacts, derive
-from nanogpt.export import export, is_export_file
-from nanogpt.hf_gpt2 import (
+from nanogpt.hf.export import export, is_export_file
+from nanogpt.hf.gpt2 import (
     GPT2_COMPONENTS,
     apply_pretrained_shape,
     config_from_hf,
@@ -27,7 +25,9 @@ from nanogpt.hf_gpt2 import (
     pretrained_shape,
 )
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX, load_checkpoint
+from nanogpt.training.job import train
+from nanogpt.training.spec import RunFacts, derive
 
 from .helpers import TINY, compose_train, run_cli
 
@@ -178,7 +178,7 @@ def test_resuming_a_finetune_takes_the_weights_from_the_checkpoint(finetuned_run
     def no_download(init_from):
         raise AssertionError(f"resuming loaded {init_from}'s pretrained weights again")
 
-    monkeypatch.setattr("nanogpt.hf_gpt2.load_hf_gpt2", no_download)
+    monkeypatch.setattr("nanogpt.hf.gpt2.load_hf_gpt2", no_download)
     cfg = copy.deepcopy(finetuned_run["cfg"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "resumed")
@@ -283,7 +283,7 @@ def test_export_refuses_a_folder_with_files_and_leaves_no_half_written_one(char_
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("nanogpt.export.write_folder", fail)
+    monkeypatch.setattr("nanogpt.hf.export.write_folder", fail)
     cfg.overwrite = True
     with pytest.raises(OSError, match="disk full"):
         export(cfg)

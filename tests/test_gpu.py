@@ -12,8 +12,8 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from nanogpt.checkpoint import load_checkpoint
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.training.job import train
 
 from .helpers import TINY, compose_train
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nanogpt.export import export, hf_format, is_export_file
+from nanogpt.hf.export import export, hf_format, is_export_file
 from nanogpt.model import GPTConfig
 
 from .test_gpt2_hf import SAMPLE, random_gpt, write_checkpoint

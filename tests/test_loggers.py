@@ -13,8 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nanogpt.loggers import build_loggers, wandb_run_identity
-from nanogpt.loggers.wandb import (
+from nanogpt.training.job import train
+from nanogpt.training.loggers import build_loggers, wandb_run_identity
+from nanogpt.training.loggers.wandb import (
     BEST_SUMMARY,
     WandbLogger,
     _online_host_without_credentials,
@@ -22,7 +23,6 @@ from nanogpt.loggers.wandb import (
     _wandb_session_credentials,
     check_wandb_credentials,
 )
-from nanogpt.train import train
 
 from .helpers import TINY, compose_train
 

@@ -21,9 +21,9 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import read_checkpoint
 from nanogpt.devices import check_trainer_fits_machine, chosen_experiment
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import read_checkpoint
+from nanogpt.training.job import train
 
 from .helpers import TINY, compose_train, read_metrics, run_cli, start, wait_until
 
@@ -313,7 +313,7 @@ def slowed_training(when: str, ctrl_c_at: int | None = None) -> str:
     With ``ctrl_c_at`` it sends itself Ctrl-C after that step, which must be one no save falls on.
     """
     ctrl_c = f"""
-from nanogpt.runs.checkpoints import LastCheckpoint
+from nanogpt.training.callbacks.checkpoints import LastCheckpoint
 hook = LastCheckpoint.on_train_batch_end
 def interrupting(self, trainer, *args):
     hook(self, trainer, *args)
@@ -333,7 +333,7 @@ def slow_save(obj, f, *args, **kwargs):
         print("SAVING", flush=True)
         time.sleep(600)
 torch.save = slow_save
-from nanogpt.train import main
+from nanogpt.cli.train import main
 sys.argv = ["nanogpt-train", *sys.argv[1:]]
 main()
 """

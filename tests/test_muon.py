@@ -323,7 +323,7 @@ def cfg_muon(cfg_tiny):
 
 @pytest.mark.slow  # the resume test below trains with Muon by default; this one is the loss's sanity check
 def test_a_short_muon_run_lowers_the_loss(cfg_muon):
-    from nanogpt.train import train
+    from nanogpt.training.job import train
 
     from .helpers import column, read_metrics
     from .test_loop import shaped
@@ -338,8 +338,8 @@ def test_a_short_muon_run_lowers_the_loss(cfg_muon):
 def test_a_resumed_muon_run_is_bitwise_equal_to_an_uninterrupted_one(cfg_muon, tmp_path):
     from omegaconf import open_dict
 
-    from nanogpt.checkpoint import read_checkpoint
-    from nanogpt.train import train
+    from nanogpt.runs.checkpoint import read_checkpoint
+    from nanogpt.training.job import train
 
     from .helpers import read_metrics
     from .test_loop import shaped

@@ -19,12 +19,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-import nanogpt.runs  # noqa: F401  (registers the run_suffix resolver)
-from nanogpt import CONFIG_DIR, console
-from nanogpt.checkpoint import read_checkpoint
-from nanogpt.console import StepProgressBar
+from nanogpt import CONFIG_DIR
 from nanogpt.files import remove_stale_temps
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import read_checkpoint
+from nanogpt.runs.names import register_resolvers
+from nanogpt.training.callbacks import console
+from nanogpt.training.callbacks.console import StepProgressBar
+from nanogpt.training.job import train
 
 from .helpers import TINY, run_cli, strict_json
 
@@ -150,6 +151,7 @@ class KeepBar(StepProgressBar):
 
 
 def test_the_run_folder_suffix_is_random_and_fixed_within_a_config():
+    register_resolvers()  # as nanogpt-train does when it starts
     cfg = OmegaConf.create({"a": "${run_suffix:}", "b": "${run_suffix:}"})
     other = OmegaConf.create({"a": "${run_suffix:}"})
     assert cfg.a == cfg.b != other.a and len(cfg.a) == 6

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt.train import train
+from nanogpt.training.job import train
 from tests.notebook_runner import NOTEBOOK_DIR, execute, fresh_clone, printed, shown
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nanogpt import CONFIG_DIR
 from nanogpt.options import check_options
 from nanogpt.schedule import warmup_cosine_factor
-from nanogpt.train import train
+from nanogpt.training.job import train
 
 from .helpers import TINY, compose_train, strict_json
 
@@ -292,7 +292,7 @@ def test_a_model_vocabulary_smaller_than_the_datas_is_refused_naming_both(cfg_ti
 
 
 def test_the_recorded_config_holds_the_warmup_a_short_run_used(caplog):
-    from nanogpt.derive import RunFacts, derive
+    from nanogpt.training.spec import RunFacts, derive
 
     cfg = compose_train(["experiment=shakespeare_char_cpu", "trainer.max_steps=30"])
     with caplog.at_level(logging.WARNING, logger="nanogpt"):

@@ -32,7 +32,8 @@ from hydra.core.override_parser.types import OverrideType
 from omegaconf import open_dict
 
 from nanogpt import CONFIG_DIR
-from nanogpt.train import OPTIONAL_GROUPS, train
+from nanogpt.cli.train import OPTIONAL_GROUPS
+from nanogpt.training.job import train
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -78,8 +79,8 @@ def _program(tokens: list[str]) -> tuple[str, list[str]]:
     while tokens and re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):
         tokens = tokens[1:]
     name = Path(tokens[0]).name if tokens else ""
-    if name == "torchrun" and "nanogpt.train" in tokens:
-        return "nanogpt-train", tokens[tokens.index("nanogpt.train") + 1 :]
+    if name == "torchrun" and "nanogpt.cli.train" in tokens:
+        return "nanogpt-train", tokens[tokens.index("nanogpt.cli.train") + 1 :]
     if name in ("python", "python3") and len(tokens) > 1 and tokens[1].startswith("scripts/"):
         return tokens[1], tokens[2:]
     return name, tokens[1:]

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from nanogpt.cli.report import main as report_main
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.run_dir import Result, RunDir
+from nanogpt.runs.folder import Result, RunDir
 from nanogpt.runs.jobs import load_job, val_against_time
 from nanogpt.runs.plan import Plan
-from nanogpt.runs.record import RunRecord
-from nanogpt.runs.report import main as report_main
-from nanogpt.runs.report import study_storage
 from nanogpt.runs.stats import ConfigStats, welch_ci
+from nanogpt.sweeps.dashboard import study_storage
+from nanogpt.training.record import RunRecord
 
 from .helpers import read_csv, start, wait_until
 
@@ -300,7 +300,7 @@ def make_study(sweep: Path, storage: str, name: str = "cpu_optim", trials: int =
     """An Optuna search's study as the sweeper leaves it: ``trials`` trials asked and told."""
     import optuna
 
-    from nanogpt.runs.study import open_storage
+    from nanogpt.sweeps.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=name, storage=open_storage(storage))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nanogpt.run_dir import Result, RunDir, check_free, claim, resolve_checkpoint
-from nanogpt.runs.record import RunFolderGuard
+from nanogpt.cli.guard import RunFolderGuard
+from nanogpt.runs.folder import Result, RunDir, check_free, claim, resolve_checkpoint
 
 from .helpers import TINY, run_cli, start, strict_json, wait_until
 
@@ -81,7 +81,7 @@ def test_claiming_a_folder_refuses_another_runs_and_changes_nothing_in_it(tmp_pa
 
 def test_of_many_processes_claiming_one_folder_at_once_exactly_one_gets_it(tmp_path):
     script = (
-        "import sys; from nanogpt.run_dir import Result, RunDir, claim\n"
+        "import sys; from nanogpt.runs.folder import Result, RunDir, claim\n"
         "try: claim(RunDir.at(sys.argv[1]), Result(status='running', name=sys.argv[2])); print('mine')\n"
         "except FileExistsError: print('refused')\n"
     )
@@ -123,7 +123,7 @@ def test_ckpt_path_means_a_file_or_a_run_folders_checkpoint_wherever_the_run_kep
 
 
 def test_the_tools_that_only_read_runs_import_no_lightning():
-    modules = ["nanogpt.sample", "nanogpt.evaluate", "nanogpt.export", "nanogpt.runs.report"]
+    modules = ["nanogpt.sample", "nanogpt.evaluate", "nanogpt.hf.export", "nanogpt.runs.report"]
     code = (
         f"import sys; import {', '.join(modules)}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
@@ -213,13 +213,14 @@ def test_a_run_folder_that_cannot_be_written_or_a_name_that_leaves_the_runs_fold
 # a nanogpt-train whose data preparation never ends, to be interrupted there
 PREPARING = """
 import sys, time
-import nanogpt.train
+import nanogpt.training.job
 def preparing(config):
     print("PREPARING", flush=True)
     time.sleep(600)
-nanogpt.train.prepare_corpus = preparing
+nanogpt.training.job.prepare_corpus = preparing
+from nanogpt.cli.train import cli
 sys.argv = ["nanogpt-train", *sys.argv[1:]]
-nanogpt.train.cli()
+cli()
 """
 
 
@@ -244,16 +245,16 @@ def test_an_interrupt_while_the_data_is_prepared_is_recorded_and_exits_as_the_sh
 # a nanogpt-train that gets a Ctrl-C in the middle of its second validation
 CTRL_C_IN_VALIDATION = """
 import os, signal, sys
-from nanogpt.lightning_module import GPTLightningModule
+from nanogpt.training.module import GPTLightningModule
 validation_step = GPTLightningModule.validation_step
 def interrupting(self, batch, batch_idx):
     if self.trainer.global_step == 20 and batch_idx == 1:
         os.kill(os.getpid(), signal.SIGINT)
     return validation_step(self, batch, batch_idx)
 GPTLightningModule.validation_step = interrupting
-import nanogpt.train
+from nanogpt.cli.train import cli
 sys.argv = ["nanogpt-train", *sys.argv[1:]]
-nanogpt.train.cli()
+cli()
 """
 
 

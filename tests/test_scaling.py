@@ -16,18 +16,17 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import CorpusConfig, find_corpus
 from nanogpt.data.windows import EvalWindows
-from nanogpt.derive import derived_accumulation
 from nanogpt.evaluate import val_loss
-from nanogpt.lightning_module import GPTLightningModule
-from nanogpt.loop import accumulation_for
-from nanogpt.metrics.throughput import flops_per_token
+from nanogpt.metrics.flops import flops_per_token
 from nanogpt.model import GPTConfig, ParamGroups
-from nanogpt.run_dir import Result, RunDir, claim, requeue_checkpoint
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.runs.folder import Result, RunDir, claim, requeue_checkpoint
 from nanogpt.runs.names import run_name
-from nanogpt.train import matmul_precision, train
+from nanogpt.training.job import matmul_precision, train
+from nanogpt.training.module import GPTLightningModule
+from nanogpt.training.spec import accumulation_for, derived_accumulation
 
 from .helpers import TINY, column, compose_train, read_metrics, run_cli
 from .rank_probe import PROBE, read_ranks
@@ -163,7 +162,7 @@ def test_torchrun_on_two_nodes_of_this_machine_writes_one_run_folder(tmp_path, t
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": PROBE_ROOT}
     nodes = [
         subprocess.Popen(
-            [*launch, "-m", "nanogpt.train", *args],
+            [*launch, "-m", "nanogpt.cli.train", *args],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.PIPE,

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from nanogpt import CONFIG_DIR
-from nanogpt.runs.sweep import launches_on_cluster
+from nanogpt.sweeps.callback import launches_on_cluster
 
 from .helpers import SWEEP, read_csv, run_cli, sweep, sweep_dirs
 

@@ -17,14 +17,15 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
+from nanogpt.cli.report import main as report_main
 from nanogpt.devices import processes_per_job
-from nanogpt.run_dir import Result
+from nanogpt.runs.folder import Result
 from nanogpt.runs.jobs import is_job_folder
-from nanogpt.runs.plan import Plan, plan_sweep
+from nanogpt.runs.plan import Plan
 from nanogpt.runs.report import find_jobs, write_report
-from nanogpt.runs.report import main as report_main
 from nanogpt.runs.stats import mean_ci, seed_statistics, student_t_quantile
-from nanogpt.runs.sweep import SweepCallback, sweep_overrides, sweep_strategy
+from nanogpt.sweeps.callback import SweepCallback, plan_sweep, sweep_overrides
+from nanogpt.sweeps.launch import sweep_strategy
 
 from .helpers import (
     CPU_SEARCHED_KEYS,
@@ -375,7 +376,7 @@ def job_folders(root: Path) -> list[Path]:
 def test_the_search_space_reads_hydras_sweep_syntax_as_optuna_distributions():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from nanogpt.runs.study import search_space
+    from nanogpt.sweeps.study import search_space
 
     overrides = OverridesParser.create().parse_overrides(
         [
@@ -739,7 +740,7 @@ def test_a_damaged_record_is_listed_as_failed_naming_what_is_wrong(tmp_path):
 
 
 def test_a_grid_rerun_in_an_earlier_sweeps_folder_is_refused_before_hydra_writes_into_its_jobs(tmp_path):
-    from nanogpt.runs.sweep import check_grid_folders_free
+    from nanogpt.sweeps.callback import check_grid_folders_free
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

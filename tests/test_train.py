@@ -13,13 +13,13 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
-from nanogpt.checkpoint import TrainedOn, check_resumable
-from nanogpt.console import StepLines, StepProgressBar, progress_bar
-from nanogpt.derive import RunFacts, derive
-from nanogpt.lightning_module import GPTLightningModule
 from nanogpt.model import GPTConfig
 from nanogpt.optimizers import adamw
-from nanogpt.train import train
+from nanogpt.runs.checkpoint import TrainedOn, check_resumable
+from nanogpt.training.callbacks.console import StepLines, StepProgressBar, progress_bar
+from nanogpt.training.job import train
+from nanogpt.training.module import GPTLightningModule
+from nanogpt.training.spec import RunFacts, derive
 
 from .helpers import TINY, column, make_text, read_metrics, run_cli
 
@@ -325,12 +325,12 @@ def test_cli_trains_into_one_run_folder_and_ends_with_a_summary(tmp_path, text_p
 HELP = """
 import json, sys
 sys.argv = ["nanogpt-train", "--help"]
-from nanogpt.train_cli import cli
+from nanogpt.cli.train import cli
 try:
     cli()
 except SystemExit as exit:
     assert exit.code in (None, 0), exit.code
-heavy = ("nanogpt.train", "nanogpt.runs.study", "lightning", "torch", "torchmetrics", "transformers")
+heavy = ("nanogpt.training.job", "nanogpt.sweeps.study", "lightning", "torch", "torchmetrics", "transformers")
 print("IMPORTED", json.dumps([name for name in heavy if name in sys.modules]))
 """
 
@@ -341,7 +341,7 @@ def test_help_lists_the_config_groups_without_importing_the_training_code():
     for group in ("experiment:", "model:", "trainer:", "debug:", "shakespeare_char_cpu", "fdr"):
         assert group in done.stdout
     imported = set(json.loads(done.stdout.rsplit("IMPORTED", 1)[1]))
-    assert "nanogpt.train" not in imported  # Lightning's seconds of imports wait for a job
+    assert "nanogpt.training.job" not in imported  # Lightning's seconds of imports wait for a job
     # Hydra's plugin scan imports our Optuna sweeper at every start: it imports no Lightning either
     assert not imported & {"lightning", "torch", "torchmetrics", "transformers"}
 
@@ -401,7 +401,7 @@ def test_a_moved_checkpoint_folder_is_found_by_ckpt_path_run_and_last(cfg_tiny, 
 def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
     """The derived values (vocabulary from the data, accumulation from the global batch) are in
     config.yaml and the loggers' hyperparameters, and are what the model and trainer used."""
-    import nanogpt.train
+    import nanogpt.training.job
 
     built = {}
 
@@ -409,8 +409,8 @@ def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
         built["trainer"], built["module"], _ = out = real_build(*args, **kwargs)
         return out
 
-    real_build = nanogpt.train.build
-    monkeypatch.setattr(nanogpt.train, "build", spy_build)
+    real_build = nanogpt.training.job.build
+    monkeypatch.setattr(nanogpt.training.job, "build", spy_build)
     with open_dict(cfg_tiny):
         cfg_tiny.data.global_batch_tokens = 2 * 8 * 32  # 2 micro-batches of 8 windows of 32 tokens
         cfg_tiny.trainer.max_steps = 6

@@ -1,6 +1,6 @@
 """``nanogpt-sample``: continue a prompt with a trained model, streaming tokens to the terminal.
 
-``sample(cfg)`` is the whole job and is what tests call; ``main`` is the console script.
+``sample(cfg)`` is the whole job; the console script is :mod:`nanogpt.cli.sample`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
 from nanogpt.devices import inference_device
-from nanogpt.errors import user_errors_in_one_line
 from nanogpt.model import check_sampling
 from nanogpt.options import positive_int
+from nanogpt.runs.checkpoint import load_checkpoint
 
 FILE_PREFIX = "FILE:"
 
@@ -110,13 +107,3 @@ def sample(cfg: DictConfig, out: TextIO | None = None) -> list[str]:
         )
         texts.append(tokenizer.decode(ids) + printer.finish())
     return texts
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
-def main(cfg: DictConfig) -> None:
-    with user_errors_in_one_line():
-        sample(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -5,13 +5,13 @@ and so ``sqlalchemy<2``, which current environments cannot install, and it never
 one is small and uses only Optuna's public ask/tell API: it asks the study for a batch of
 ``n_jobs`` trials, launches one Hydra job per trial through the configured launcher (basic,
 submitit), and tells the study how each ended. The search space is the same YAML as before
-(``choice``, ``range``, ``interval``, ``tag(log, ...)``; :func:`nanogpt.runs.study.distribution`).
+(``choice``, ``range``, ``interval``, ``tag(log, ...)``; :func:`nanogpt.sweeps.study.distribution`).
 
 - Pruning: each job reports ``val/loss`` to its trial at every validation and stops when the
-  ``pruner`` says so (:class:`nanogpt.runs.prune.PruneTrial`); it ends with ``optuna.TrialPruned``,
-  and the trial is told PRUNED, not FAIL.
+  ``pruner`` says so (:class:`nanogpt.training.callbacks.prune.PruneTrial`); it ends with
+  ``optuna.TrialPruned``, and the trial is told PRUNED, not FAIL.
 - Storage: SQLite in the sweep folder by default; a journal file or an RDB URL
-  (:func:`nanogpt.runs.study.open_storage`). Re-running the command continues the study.
+  (:func:`nanogpt.sweeps.study.open_storage`). Re-running the command continues the study.
 - Resume after a kill: a trial left unfinished by a stopped sweeper (Ctrl-C, SIGTERM, or ``kill
   -9`` on this machine) is closed as FAIL and its parameters run again first, once, in the next
   command: none is lost, none runs twice to completion.
@@ -34,7 +34,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.files import pid_alive
-from nanogpt.runs.study import TRIAL_ENV, open_study, pruned_at, search_space
+from nanogpt.sweeps.study import TRIAL_ENV, open_study, pruned_at, search_space
 
 if TYPE_CHECKING:  # Hydra imports every plugin at start-up: Optuna is imported when a search runs
     import optuna

@@ -163,7 +163,7 @@ class TextDataModule(L.LightningDataModule):
         return self._loader(self.eval_dataset("val", self.eval_batches))
 
     def final_eval_dataset(self) -> EvalWindows:
-        """The windows of the run's final validation (:func:`nanogpt.evaluate.final_validation`):
+        """The windows of the run's final validation (:func:`nanogpt.training.validation.final_validation`):
         the whole val split, or ``final_eval_batches`` of it, all of them in this process (one
         process scores them, so the count does not depend on the ranks)."""
         corpus = self.corpus

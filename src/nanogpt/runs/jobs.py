@@ -1,6 +1,6 @@
 """One job folder of a sweep, as its ``result.json`` describes it (:class:`Job`).
 
-:func:`load_job` reads a job's ``result.json`` through its schema (:class:`nanogpt.run_dir.Result`)
+:func:`load_job` reads a job's ``result.json`` through its schema (:class:`nanogpt.runs.folder.Result`)
 into a :class:`Job`, and tells a job that still runs from one that died without a result; a damaged
 record makes a failed job that says what is wrong. :func:`val_against_time` reads a job's val/loss
 against its seconds of training from its ``metrics.csv``.
@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from nanogpt.files import pid_alive
-from nanogpt.run_dir import HYDRA_RECORD, RESULT_FILE, Result, RunDir, parameter_count
+from nanogpt.runs.folder import HYDRA_RECORD, RESULT_FILE, Result, RunDir, parameter_count
 
 # planned jobs without a result: the sweep still runs (pending) or has stopped (never_ran)
 UNRUN = ("pending", "never_ran")

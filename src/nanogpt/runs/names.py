@@ -12,7 +12,7 @@ Hydra names the folder in each process it starts, before training; the ranks of 
   named after the job: ``slurm-<job id>`` (``.<step id>`` for an ``srun`` step). Submitit's jobs
   are named by their sweep.
 - A requeued SLURM job (Lightning's auto-requeue, or a preemption) comes back to the folder it ran
-  in, sbatch or submitit alike, and resumes there (:func:`nanogpt.run_dir.claim`).
+  in, sbatch or submitit alike, and resumes there (:func:`nanogpt.runs.folder.claim`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import os
 import secrets
 import time
 from datetime import timedelta
+
+from omegaconf import OmegaConf
 
 STORE_TIMEOUT = timedelta(minutes=10)  # how long the other ranks wait for rank 0's name
 
@@ -78,3 +80,16 @@ def run_name(pattern: str = "%Y-%m-%d_%H-%M-%S") -> str:
     if under_torchrun():
         return shared_name(pattern)
     return slurm_name() or new_name(pattern)
+
+
+def register_resolvers() -> None:
+    """Register the resolvers ``configs/hydra/default.yaml`` names its run and sweep folders with.
+
+    ``run_suffix``: 6 random hex digits, cached like Hydra's own ``${now:}``, so every job of a sweep
+    (which Hydra composes from the first config's resolver cache) shares one sweep folder.
+    ``run_name``: the whole name of a run folder (:func:`run_name`), agreed by every rank of a
+    torchrun or SLURM launch. The application registers them before Hydra composes
+    (:mod:`nanogpt.cli.train`); importing this module registers nothing.
+    """
+    OmegaConf.register_new_resolver("run_suffix", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, use_cache=True, replace=True)

@@ -1,33 +1,24 @@
 """The plan of a sweep, ``<sweep>/sweep.json`` (:class:`Plan`): what one ``nanogpt-train -m`` set out to run.
 
-:func:`plan_sweep` builds it before the first job (:mod:`nanogpt.runs.sweep` saves it): a grid's
-jobs, numbered as Hydra's basic sweeper numbers them (:func:`grid_jobs`), or the number of trials
-asked of Optuna. Read against the jobs that have folders, it names what never ran
-(:func:`unrun_grid_jobs`, :func:`unrun_trials`), and whether that is still to come
-(:attr:`Plan.unrun_status`).
+The sweep callback builds it before the first job (:func:`nanogpt.sweeps.callback.plan_sweep`): a
+grid's jobs, numbered as Hydra's basic sweeper numbers them, or the number of trials asked of Optuna.
+Read against the jobs that have folders, it names what never ran (:func:`unrun_grid_jobs`,
+:func:`unrun_trials`), and whether that is still to come (:attr:`Plan.unrun_status`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from nanogpt.files import write_atomically
-from nanogpt.runs.jobs import UNRUN, Job, is_alive, is_job_folder
+from nanogpt.runs.jobs import UNRUN, Job, is_alive
 
-if TYPE_CHECKING:  # types only: reading a plan needs neither Hydra nor a config
-    from hydra.core.override_parser.types import Override
-    from omegaconf import DictConfig
-
-PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.runs.sweep, read here
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid sweeper
+PLAN_FILE = "sweep.json"  # in the sweep folder; written by nanogpt.sweeps.callback, read here
 
 
 @dataclass
@@ -63,40 +54,6 @@ class Plan:
         """``pending`` while the sweep's process runs, else ``never_ran``."""
         running = not self.ended and is_alive(self.host, self.pid)
         return "pending" if running else "never_ran"
-
-
-def grid_jobs(overrides: list[Override]) -> list[list[str]]:
-    """A grid's jobs as Hydra's basic sweeper numbers them, each as the overrides its folder records.
-
-    The product of every override's values, the last varying fastest; a key given twice keeps its
-    first place and its last values.
-    """
-    values: dict[str, list[str]] = {}
-    for o in overrides:
-        key = o.get_key_element()
-        choices = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
-        values[key] = [f"{key}={value}" for value in choices]
-    return [list(job) for job in itertools.product(*values.values())]
-
-
-def plan_sweep(config: DictConfig, overrides: list[Override]) -> Plan | None:
-    """What this sweep will run: a grid's jobs in job-number order, or Optuna's number of trials.
-
-    ``overrides`` are the sweep's overrides as its sweeper reads them
-    (:func:`nanogpt.runs.sweep.sweep_overrides`), whose product is a grid's jobs. ``None`` for other
-    sweepers, whose plan is not known in advance.
-    """
-    sweeper = config.hydra.sweeper
-    process = {"host": socket.gethostname(), "pid": os.getpid()}
-    if sweeper.get("_target_") == BASIC_SWEEPER:
-        return Plan(jobs=grid_jobs(overrides), **process)
-    if sweeper.get("n_trials") is not None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        earlier = (
-            sorted(p.name for p in sweep_dir.iterdir() if is_job_folder(p)) if sweep_dir.is_dir() else []
-        )
-        return Plan(trials=int(sweeper.n_trials), earlier_jobs=earlier, **process)
-    return None
 
 
 def unrun_grid_jobs(jobs: Sequence[Job], plan: Plan) -> list[Job]:

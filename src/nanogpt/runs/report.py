@@ -3,7 +3,7 @@
     nanogpt-report runs/shakespeare_char_cpu/multirun_2026-11-25_10-00-00_5be21d
     nanogpt-report runs/ablation/multirun_<time>_<suffix> --baseline ablation=gpt2
 
-reads every job folder's ``result.json`` (written by :mod:`nanogpt.runs.record`, read by
+reads every job folder's ``result.json`` (written by :mod:`nanogpt.training.record`, read by
 :mod:`nanogpt.runs.jobs`) and the sweep's plan, ``sweep.json`` (:mod:`nanogpt.runs.plan`), and writes
 into the sweep folder
 
@@ -27,37 +27,25 @@ This module finds a sweep folder's jobs (:func:`find_jobs`) and writes the files
 from :mod:`nanogpt.runs.render`, the seed statistics from :mod:`nanogpt.runs.stats`.
 
 ``nanogpt-train -m`` writes the report after every job and when the sweep ends, interrupted or not
-(:mod:`nanogpt.runs.sweep`).
+(:mod:`nanogpt.sweeps.callback`).
 
-An Optuna search's folder (``hparams_search=...``, ``runs/<name>/optuna_<study_name>``) also holds its
-study; ``--dashboard`` serves optuna-dashboard on it, live while the search runs:
-
-    nanogpt-report --dashboard runs/shakespeare_char_cpu/optuna_cpu_optim --port 8080
-
-which is ``optuna-dashboard sqlite:///runs/<name>/optuna_<study_name>/optuna.db`` without the URL to
-spell (:func:`study_storage` finds the storage, a journal file or an RDB URL too).
+The command line (``nanogpt-report``, and its ``--dashboard`` for an Optuna search's study) is
+:mod:`nanogpt.cli.report`.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from nanogpt.files import write_atomically
-from nanogpt.run_dir import RESULT_FILE
+from nanogpt.runs.folder import RESULT_FILE
 from nanogpt.runs.jobs import UNRUN, Job, is_job_folder, load_job, natural_key, val_against_time
 from nanogpt.runs.plan import Plan, unrun_grid_jobs
 from nanogpt.runs.render import TIME_PLOT, job_label, render, seeds_repeat
 from nanogpt.runs.stats import config_keys, parse_baseline, seed_statistics, varying_keys
-
-# an Optuna search's study, as configs/hydra/sweeper/optuna.yaml stores it in the sweep folder by default
-# (storage: sqlite:///${hydra.sweep.dir}/optuna.db), or as Optuna's journal file
-STUDY_FILES = {"optuna.db": "sqlite:///", "optuna.log": "journal:///"}
 
 
 def find_jobs(
@@ -145,117 +133,3 @@ def _draw_plots(sweep_dir: Path, jobs: Sequence[Job]) -> None:
                 label = " ".join(f"{k}={job.params[k]}" for k in keys if k in job.params) or "all"
                 runs[label].append(val_against_time(job.path))
         plot_against_time(runs, sweep_dir / TIME_PLOT, title=str(sweep_dir))
-
-
-def study_storage(sweep_dir: str | os.PathLike) -> str:
-    """The storage URL (``hydra.sweeper.storage``'s form) of the Optuna study of the sweep folder
-    ``sweep_dir``: its ``optuna.db`` or ``optuna.log``, else the storage its jobs' Hydra config records
-    (an RDB URL, a file elsewhere)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    sweep_dir = Path(sweep_dir)
-    for name, scheme in STUDY_FILES.items():
-        if (sweep_dir / name).is_file():
-            return scheme + str((sweep_dir / name).resolve())
-    for hydra_dir in sorted(sweep_dir.glob("*/.hydra")):
-        try:  # the recorded value interpolates the job's config: ${hydra.sweep.dir} is ${paths.log_dir}/...
-            cfg = OmegaConf.merge(
-                OmegaConf.load(hydra_dir / "config.yaml"), OmegaConf.load(hydra_dir / "hydra.yaml")
-            )
-            url = OmegaConf.select(cfg, "hydra.sweeper.storage", default=None)
-        except (OSError, OmegaConfBaseException):
-            continue
-        files = [url[len(scheme) :] for scheme in STUDY_FILES.values() if url and url.startswith(scheme)]
-        if url and all(Path(f).is_file() for f in files):  # never create an empty database
-            return url
-    raise FileNotFoundError(
-        f"{sweep_dir} holds no Optuna study (no optuna.db, no optuna.log, no job recording "
-        "hydra.sweeper.storage); pass an Optuna search's folder, runs/<name>/optuna_<study_name>"
-    )
-
-
-def serve_dashboard(sweep_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve optuna-dashboard on the study of ``sweep_dir`` (:func:`study_storage`) until Ctrl-C."""
-    url = study_storage(sweep_dir)
-    try:
-        import optuna
-        import optuna_dashboard
-    except ImportError:
-        raise ImportError('--dashboard needs optuna-dashboard: pip install -e ".[sweep]"') from None
-    from nanogpt.runs.study import open_storage
-
-    storage = open_storage(url)
-    studies = ", ".join(optuna.get_all_study_names(storage)) or "none yet"
-    print(f"optuna-dashboard on {url} (studies: {studies}): open http://{host}:{port}/", flush=True)
-    try:
-        optuna_dashboard.run_server(storage, host=host, port=port)
-    except OSError as err:
-        if err.errno != errno.EADDRINUSE:
-            raise
-        raise OSError(
-            f"port {port} on {host} is taken; pass --port with another, e.g. --port {port + 1}"
-        ) from None
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "nanogpt-report") -> int:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Tabulate and plot the jobs of a nanogpt-train -m sweep folder; "
-        "writes report.md, report.csv, val_loss.png (and, when seeds repeat, seeds.csv and "
-        "val_loss_vs_time.png) into it. With --dashboard, serve optuna-dashboard on an Optuna search's "
-        "study instead.",
-    )
-    parser.add_argument("sweep_dir", type=Path, help="e.g. runs/shakespeare_char_cpu/multirun_<time>")
-    parser.add_argument(
-        "--baseline",
-        metavar="KEY=VALUE",
-        help="when seeds repeat, the configuration every other is compared with (the difference of "
-        "its mean best val/loss, with Welch's 95%% t-interval), e.g. ablation=gpt2: one value of an "
-        "override the sweep varies; in a grid over several overrides each configuration is compared "
-        "with the one that has KEY=VALUE and its own other values. Default: the first value listed "
-        "of the first override the sweep varies (seed aside), the first job's; report.md names it",
-    )
-    parser.add_argument(
-        "--add",
-        metavar="SWEEP_DIR",
-        nargs="+",
-        default=[],
-        type=Path,
-        help="more sweep folders of the same study, e.g. the seeds a second command or machine ran: "
-        "their jobs join this report (named <folder>/<job>), which is written into sweep_dir only",
-    )
-    parser.add_argument(
-        "--dashboard",
-        action="store_true",
-        help="serve optuna-dashboard on the Optuna study of sweep_dir (an hparams_search folder, "
-        "runs/<name>/optuna_<study_name>: its optuna.db, optuna.log, or the storage its jobs record) "
-        "until Ctrl-C, instead of writing the report; the same as "
-        "optuna-dashboard sqlite:///runs/<name>/optuna_<study_name>/optuna.db. Needs the [sweep] extra",
-    )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="--dashboard: the address to serve on (default %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=8080, help="--dashboard: the port to serve on (default %(default)s)"
-    )
-    args = parser.parse_args(argv)
-    if args.dashboard:
-        try:
-            serve_dashboard(args.sweep_dir, args.host, args.port)
-        except (FileNotFoundError, ImportError, OSError) as err:
-            parser.exit(2, f"{prog}: {err}\n")
-        return 0
-    try:
-        path = write_report(args.sweep_dir, args.baseline, args.add)
-    except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"{prog}: {err}\n")
-    sys.stdout.write(path.read_text())
-    written = [path, path.with_name("report.csv"), path.with_name("val_loss.png")]
-    written += [p for p in (path.with_name("seeds.csv"), path.with_name(TIME_PLOT)) if p.is_file()]
-    print(f"\nwritten: {', '.join(map(str, written))}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The job's side of an Optuna search's pruning: a Lightning callback that reports to its trial.
 
-The study, its storage and the step a pruned trial stopped at are :mod:`nanogpt.runs.study`'s.
+The study, its storage and the step a pruned trial stopped at are :mod:`nanogpt.sweeps.study`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from nanogpt.runs.study import PRUNED_AT
+from nanogpt.sweeps.study import PRUNED_AT
 
 if TYPE_CHECKING:
     import optuna

@@ -2,7 +2,7 @@
 
 The sweeper (``hydra_plugins.nanogpt_sweeper``) asks the study for trials and launches a job for
 each; a job finds its own trial here (:func:`job_trial`) and reports ``val/loss`` to it at every
-validation (:class:`nanogpt.runs.prune.PruneTrial`, the Lightning side, kept apart so that the
+validation (:class:`nanogpt.training.callbacks.prune.PruneTrial`, the Lightning side, kept apart so that the
 sweeper, which Hydra imports at every start, imports no Lightning). Both sides open the study from
 the same ``hydra.sweeper`` config, so a job launched in another process, or on another machine
 (submitit), reaches the same study.

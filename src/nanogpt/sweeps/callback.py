@@ -34,10 +34,12 @@ handling takes over, and stops the job at the end of its step.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -55,81 +57,52 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from nanogpt.devices import processes_per_job
-from nanogpt.run_dir import Result, RunDir, check_free
-from nanogpt.runs.plan import PLAN_FILE, Plan, plan_sweep
+from nanogpt.runs.folder import Result, RunDir, check_free
+from nanogpt.runs.jobs import is_job_folder
+from nanogpt.runs.plan import PLAN_FILE, Plan
 from nanogpt.runs.report import write_report
+from nanogpt.sweeps.launch import sweep_strategy
 
 log = logging.getLogger(__name__)
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid sweeper
 
 # the least seconds between two drawings of the report's plots while the sweep runs
 PLOTS_EVERY_S = 60.0
 
-# Strategies whose launcher re-runs the whole command in each extra rank (Lightning's subprocess
-# script launcher), and the strategy that starts the same ranks in-process instead.
-RERUNNING_DDP = {
-    "ddp": "ddp_spawn",
-    "ddp_find_unused_parameters_true": "ddp_spawn_find_unused_parameters_true",
-}
 
+def grid_jobs(overrides: list[Override]) -> list[list[str]]:
+    """A grid's jobs as Hydra's basic sweeper numbers them, each as the overrides its folder records.
 
-def processes_start_outside() -> bool:
-    """Whether a cluster launcher (torchrun, SLURM's srun) started this process as one rank of many.
-
-    Lightning then launches nothing itself, so no strategy re-runs the command.
+    The product of every override's values, the last varying fastest; a key given twice keeps its
+    first place and its last values.
     """
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        choices = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
+        values[key] = [f"{key}={value}" for value in choices]
+    return [list(job) for job in itertools.product(*values.values())]
 
-    return TorchElasticEnvironment.detect() or (
-        SLURMEnvironment.detect() and int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    )
 
+def plan_sweep(config: DictConfig, overrides: list[Override]) -> Plan | None:
+    """What this sweep will run: a grid's jobs in job-number order, or Optuna's number of trials.
 
-def sweep_strategy(trainer: DictConfig, launched_outside: bool = False) -> str | None:
-    """The strategy a job of a sweep (``nanogpt-train -m``) trains with, or ``None`` to keep its own.
-
-    A job that starts several processes cannot use a launcher that re-runs the command: under
-    ``-m`` that re-runs the sweep, and under Optuna gives the ranks of one job different
-    hyperparameters. ``ddp`` becomes ``ddp_spawn``, which starts the ranks from inside the job with
-    its own config. What cannot be made correct is refused, with the reason.
-
-    Args:
-        trainer: the job's ``trainer`` config.
-        launched_outside: the ranks were started by torchrun or SLURM (see
-            :func:`processes_start_outside`): every rank is already this job, so nothing changes.
+    ``overrides`` are the sweep's overrides as its sweeper reads them
+    (:func:`nanogpt.sweeps.callback.sweep_overrides`), whose product is a grid's jobs. ``None`` for other
+    sweepers, whose plan is not known in advance.
     """
-    processes = processes_per_job(trainer)
-    strategy = trainer.get("strategy", "auto")
-    if processes <= 1 or launched_outside:
-        return None
-    if int(trainer.get("num_nodes", 1) or 1) > 1:
-        raise ValueError(
-            f"a sweep job on trainer.num_nodes={trainer.num_nodes} machines cannot be started from this "
-            "one process. Launch each job on the cluster, where SLURM starts its ranks "
-            "(hydra/launcher=submitit_slurm, see the README's Scaling section), or sweep on one machine "
-            "(trainer.num_nodes=1)"
+    sweeper = config.hydra.sweeper
+    process = {"host": socket.gethostname(), "pid": os.getpid()}
+    if sweeper.get("_target_") == BASIC_SWEEPER:
+        return Plan(jobs=grid_jobs(overrides), **process)
+    if sweeper.get("n_trials") is not None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        earlier = (
+            sorted(p.name for p in sweep_dir.iterdir() if is_job_folder(p)) if sweep_dir.is_dir() else []
         )
-    if strategy in (None, "auto"):
-        strategy = "ddp"  # what Lightning picks for several devices
-    if not isinstance(strategy, str):
-        target = str(strategy.get("_target_", "a configured object"))
-        if "FSDP" not in target:
-            raise ValueError(
-                f"trainer.strategy is {target}, which nanogpt-train -m cannot check for a launcher that "
-                "re-runs the sweep in every rank; give it by name (trainer.strategy=ddp becomes ddp_spawn), "
-                "or run this configuration as its own nanogpt-train command"
-            )
-        strategy = "fsdp"
-    if strategy.startswith("ddp_spawn") or strategy.startswith("ddp_fork") or strategy == "ddp_notebook":
-        return None  # these start their ranks in-process already
-    if strategy in RERUNNING_DDP:
-        return RERUNNING_DDP[strategy]
-    raise ValueError(
-        f"trainer.strategy={strategy} starts {processes} processes per job by re-running the command, which "
-        "under nanogpt-train -m would re-run the sweep in every rank, and Lightning has no in-process "
-        "launcher for it. Run each configuration as its own nanogpt-train command (e.g. in a shell loop), "
-        "launch the jobs on a cluster (hydra/launcher=submitit_slurm), or sweep with trainer=ddp"
-    )
+        return Plan(trials=int(sweeper.n_trials), earlier_jobs=earlier, **process)
+    return None
 
 
 def _candidates(override: Override) -> list[str]:
@@ -309,7 +282,7 @@ class SweepCallback(Callback):
         if signal.getsignal(signal.SIGTERM) != self._on_sigterm:
             return
         print("\nSIGTERM: stopping the sweep", file=sys.stderr, flush=True)
-        # a SIGTERMException, so the run's record and train.main see a SIGTERM, with the code the
+        # a SIGTERMException, so the run's record and nanogpt.cli.train.main see a SIGTERM, with the code the
         # shell expects, so that it exits 143 even when no job is running
         raise SIGTERMException(128 + signal.SIGTERM)
 

@@ -1,8 +1,12 @@
-"""The ``nanogpt-train`` console script: Hydra's command line over :func:`nanogpt.train.train`.
+"""The ``nanogpt-train`` console script: Hydra's command line over :func:`nanogpt.training.job.train`.
 
 This module imports neither Lightning nor torch: ``nanogpt-train --help``, ``--cfg`` and ``--info``,
 and a config that does not compose, answer in about a second. The training code (Lightning,
 torch, torchmetrics: several seconds of imports) is imported when the job starts.
+
+It is the application, and the one entry: the console script, torchrun
+(``torchrun ... -m nanogpt.cli.train``) and tests that run the command all start here, and nothing
+in the package imports it, so it is never loaded twice.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import hydra
 from omegaconf import DictConfig
 
 from nanogpt import CONFIG_DIR
-from nanogpt.errors import user_errors_in_one_line
+from nanogpt.cli.errors import user_errors_in_one_line
+from nanogpt.runs.names import register_resolvers
+
+# The run and sweep folders' names (configs/hydra/default.yaml) resolve with these, before main runs:
+# here, when the application starts, which is also when a submitit job's process imports this module
+# to unpickle main.
+register_resolvers()
 
 # Groups a run can do without. Hydra deletes a group with ~group and refuses group=null.
 OPTIONAL_GROUPS = ("logger", "callbacks", "scheduler", "experiment", "hparams_search", "debug")
@@ -22,8 +32,8 @@ OPTIONAL_GROUPS = ("logger", "callbacks", "scheduler", "experiment", "hparams_se
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # the training code, once Hydra has composed a config to train with
-    from nanogpt.runs.record import interrupted_by
-    from nanogpt.train import train
+    from nanogpt.training.job import train
+    from nanogpt.training.record import interrupted_by
 
     try:
         with user_errors_in_one_line(log_file=f"{cfg.paths.output_dir}/train.log"):

@@ -107,7 +107,7 @@ class RunDir:
 class Result:
     """``result.json``: what became of a run. Every field but ``status`` may be missing (``None``).
 
-    Written by :mod:`nanogpt.runs.record` while the run trains (and by the sweep callback for a job
+    Written by :mod:`nanogpt.training.record` while the run trains (and by the sweep callback for a job
     that failed before its record started); read by ``nanogpt-report``, ``ckpt_path=<run>``, and a
     requeued SLURM job. Strict both ways: an unknown key or a value of the wrong type is an error,
     so a reader never guesses. It is strict JSON: a NaN or infinite metric is written as ``null``,
@@ -128,7 +128,7 @@ class Result:
     wall_time_s: float | None = None
     best_val_loss: float | None = None
     best_ckpt: str | None = None
-    # the headline: best_ckpt's loss on the whole val split (nanogpt.evaluate.final_validation), what
+    # the headline: best_ckpt's loss on the whole val split (nanogpt.training.validation), what
     # nanogpt-eval prints for it; best_val_loss is the best of the validations (data.eval_batches)
     final_val_loss: float | None = None
     final_val_tokens: int | None = None  # the val tokens it scored

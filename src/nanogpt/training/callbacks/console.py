@@ -7,14 +7,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
-from nanogpt.loop import is_logging_step
-from nanogpt.metrics.throughput import ThroughputLogger
+from nanogpt.training.callbacks.loop import is_logging_step
+from nanogpt.training.callbacks.throughput import ThroughputLogger
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ def quiet_lightning() -> None:
     """Drop Lightning's start-up banners from the console; its warnings and other messages stay.
 
     Lightning sends its ``rank_zero_info`` messages through one logger, filtered here by message,
-    and logs the CUDA devices each rank sees from ``lightning.pytorch.accelerators.cuda``.
+    and logs the CUDA devices each rank sees from ``lightning.pytorch.accelerators.cuda``. Lightning's
+    ``_pytree`` module calls an API that torch deprecated, which no user can act on: not shown.
     """
+    warnings.filterwarnings("ignore", category=FutureWarning, module="lightning.pytorch.utilities._pytree")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if _not_a_banner not in logger.filters:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from packaging.version import Version
 
-from nanogpt.hf_gpt2 import import_transformers
+from nanogpt.hf.gpt2 import import_transformers
 from nanogpt.model import GPT, GPTConfig
 
 if TYPE_CHECKING:

@@ -18,13 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nanogpt.checkpoint import TrainedOn
 from nanogpt.devices import processes_per_job
-from nanogpt.hf_gpt2 import SHAPE_FIELDS, apply_pretrained_shape, hydra_value
-from nanogpt.loop import accumulation_for
+from nanogpt.hf.gpt2 import SHAPE_FIELDS, apply_pretrained_shape, hydra_value
 from nanogpt.options import WARMUP_COSINE
-from nanogpt.runs.sweep import sweep_strategy
+from nanogpt.runs.checkpoint import TrainedOn
 from nanogpt.schedule import fitted_warmup
+from nanogpt.sweeps.launch import sweep_strategy
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ class RunFacts:
     resume_from: Path | None = None  # the checkpoint file ckpt_path means, if any
     # what that checkpoint records of its run's data (None: no resume, or an older checkpoint)
     resumed: TrainedOn | None = None
-    # whether the run compiles its training step: compile=auto decided (nanogpt.compiler.plan)
+    # whether the run compiles its training step: compile=auto decided (nanogpt.training.compiler.plan)
     compile: bool = False
 
 
@@ -67,7 +66,7 @@ def derive(cfg: DictConfig, facts: RunFacts) -> DictConfig:
     - ``trainer.strategy`` of a sweep job that starts several processes (``ddp`` -> ``ddp_spawn``);
     - ``scheduler.warmup_steps`` of a run shorter than its warm-up: a tenth of the run
       (:func:`~nanogpt.schedule.fitted_warmup`, which warns);
-    - ``compile``: true or false, what ``compile=auto`` decided (:mod:`nanogpt.compiler`);
+    - ``compile``: true or false, what ``compile=auto`` decided (:mod:`nanogpt.training.compiler`);
     - ``ckpt_path``: the file it means (a run folder's ``last.ckpt``, or ``last``'s pick);
     - ``seed`` and ``data.seed`` of a resumed run: the checkpoint's, which drew its stream and its
       generators (a resume goes on with both), with a warning when the command asked for another.
@@ -144,3 +143,42 @@ def derived_accumulation(cfg: DictConfig) -> int | None:
         processes,
     )
     return accumulation
+
+
+def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:
+    """Micro-batches per optimizer step so that one step sees ``global_batch_tokens`` tokens.
+
+    Raises a ``ValueError`` naming the nearest valid values when it does not divide evenly.
+    """
+    if (
+        isinstance(global_batch_tokens, bool)
+        or not isinstance(global_batch_tokens, int)
+        or global_batch_tokens < 1
+    ):
+        raise ValueError(
+            f"data.global_batch_tokens must be a positive integer (tokens per optimizer step), got "
+            f"{global_batch_tokens!r}; leave it null to set trainer.accumulate_grad_batches yourself"
+        )
+    micro = batch_size * block_size * processes  # tokens of one micro-batch on every process
+    accumulation, remainder = divmod(global_batch_tokens, micro)
+    if remainder or accumulation == 0:
+        below = max(accumulation, 1) * micro
+        nearest = f"{below:,} (accumulation {below // micro})"
+        if accumulation >= 1:
+            nearest += f" and {below + micro:,} (accumulation {below // micro + 1})"
+        raise ValueError(
+            f"data.global_batch_tokens={global_batch_tokens:,} is not a whole number of micro-batches: one "
+            f"micro-batch on every process is {micro:,} tokens (data.batch_size {batch_size} x context "
+            f"{block_size} x {processes} processes). The nearest valid values are {nearest}; or change "
+            "data.batch_size"
+        )
+    return accumulation
+
+
+def lightning_val_check_interval(trainer: DictConfig) -> Any:
+    """Lightning's ``val_check_interval`` (in batches) for ours (in optimizer steps)."""
+    interval = trainer.get("val_check_interval")
+    accumulate = trainer.get("accumulate_grad_batches") or 1
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        return interval * accumulate
+    return interval  # a float is a fraction of an epoch, which an endless stream does not have

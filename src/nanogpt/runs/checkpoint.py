@@ -3,8 +3,8 @@
 A checkpoint written by ``nanogpt-train`` describes itself: its hyperparameters hold the model's
 config, the tokenizer's description and :data:`CHECKPOINT_FORMAT`, so sampling and evaluation need
 no data folder and no config. Every checkpoint is read here, with ``weights_only=True``. Which file a
-``ckpt_path`` means (a run folder, ``last``) is :func:`nanogpt.run_dir.resolve_checkpoint`'s call;
-writing them is :mod:`nanogpt.runs.checkpoints`'.
+``ckpt_path`` means (a run folder, ``last``) is :func:`nanogpt.runs.folder.resolve_checkpoint`'s call;
+writing them is :mod:`nanogpt.training.callbacks.checkpoints`'.
 
 This module imports neither Lightning nor Hydra, so inference starts fast.
 """
@@ -21,7 +21,7 @@ import torch
 
 from nanogpt.data.tokenizer import Tokenizer, tokenizer_from_meta
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.run_dir import CHECKPOINTS, LAST_CKPT, resolve_checkpoint
+from nanogpt.runs.folder import CHECKPOINTS, LAST_CKPT, resolve_checkpoint
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 MODEL_PREFIX = "model."  # the LightningModule's attribute holding the GPT prefixes its weights

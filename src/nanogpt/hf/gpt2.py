@@ -11,7 +11,7 @@ nanoGPT named its weights after Hugging Face's, so a state dict converts key for
 - GPT-2 has no place for our other components (:data:`GPT2_COMPONENTS`): a model with rotary
   positions, RMSNorm, another MLP, grouped-query attention or a logit cap neither starts from its
   weights nor exports to its format (``nanogpt-export`` writes one with rotary positions, RMSNorm
-  and SwiGLU as Llama, :mod:`nanogpt.hf_llama`).
+  and SwiGLU as Llama, :mod:`nanogpt.hf.llama`).
 
 ``transformers`` is an optional extra (``pip install 'nanogpt[hf]'``), imported only by the functions
 that need it, so neither ``import nanogpt`` nor a run without ``init_from`` pays for it.

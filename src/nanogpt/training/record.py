@@ -1,4 +1,4 @@
-"""The record of one training run in its folder: ``result.json`` (:class:`nanogpt.run_dir.Result`) and
+"""The record of one training run in its folder: ``result.json`` (:class:`nanogpt.runs.folder.Result`) and
 ``config.yaml``, for the run's own summary, resuming, and sweep reports (:mod:`nanogpt.runs.report`).
 
 :class:`RunRecord` wraps a run: entering it claims the folder with a ``running`` result (with host
@@ -8,7 +8,7 @@ writes ``completed`` with the best and final metrics (``pruned at step N`` for a
 pruner stopped), ``interrupted`` (Ctrl-C, SIGTERM) with the
 command that resumes it, or ``failed`` with the error. Each carries the step reached, the wall time,
 the model's parameter count (from the config ``save_config`` writes) and the loss history of the
-run's :class:`~nanogpt.runs.curves.LossCurves`, and ends with a summary on the console and in
+run's :class:`~nanogpt.training.callbacks.curves.LossCurves`, and ends with a summary on the console and in
 ``train.log``: the final val/loss (``best.ckpt`` on the whole val split) and the best of the
 validations, each saying what it scored, the checkpoints, and the commands that sample from and
 resume the run. A failed run's traceback goes to ``train.log`` only.
@@ -24,25 +24,23 @@ import shlex
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.files import write_atomically
-from nanogpt.run_dir import Result, RunDir, check_free, claim, parameter_count
-from nanogpt.runs.curves import LossCurves
+from nanogpt.runs.folder import Result, RunDir, claim, parameter_count
+from nanogpt.training.callbacks.curves import LossCurves
 
 log = logging.getLogger(__name__)
 
@@ -95,65 +93,6 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class RunFolderGuard(Callback):
-    """A Hydra callback that checks a run's folder before Hydra writes anything into it.
-
-    Hydra makes the run folder, opens its ``train.log`` and writes its ``.hydra/`` record before the
-    task function starts, so :func:`~nanogpt.run_dir.claim` alone would refuse another run's folder
-    (``hydra.run.dir=<an existing run>``) only after its Hydra record was rewritten. Before that:
-
-    - a ``name`` that would put the run outside ``paths.log_dir`` (``name=../../x``) is refused;
-    - a folder that holds another run is refused (a requeued SLURM job's own is let in);
-    - a folder that cannot be made or written (a read-only ``paths.log_dir``) is named.
-
-    Each refusal is one line and exit code 1; a callback's exception would only be a warning to Hydra.
-    """
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if rank_zero_only.rank != 0:
-            return  # the other ranks join the folder rank 0 checked (and by now claimed)
-        self._check(config, lambda: Path(config.hydra.run.dir), check_run=True)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, lambda: Path(config.hydra.sweep.dir), check_run=False)
-
-    @staticmethod
-    def _check(config: DictConfig, folder_of: Callable[[], Path], check_run: bool) -> None:
-        try:
-            check_name(config.get("name"), config.paths.log_dir)
-            folder = folder_of()
-            writable_folder(folder)
-            if check_run:
-                check_free(RunDir.at(folder), before_hydra=True)
-        except (ValueError, OSError) as err:
-            raise SystemExit(f"{type(err).__name__}: {err}") from None
-
-
-def check_name(name: Any, log_dir: str) -> None:
-    """Refuse a run ``name`` that is not a folder path inside ``paths.log_dir``."""
-    if name is None:
-        return
-    parts = Path(str(name)).parts
-    if not parts or Path(str(name)).is_absolute() or ".." in parts:
-        raise ValueError(
-            f"name={name} would put the run outside paths.log_dir={log_dir}; a name is a folder inside "
-            "it (it may hold /, not .. or a leading /): pass e.g. name=ablation/rope, or set paths.log_dir"
-        )
-
-
-def writable_folder(folder: Path) -> None:
-    """A ``PermissionError`` naming ``folder``, and the fix, when it (or the folder Hydra would make
-    it in) cannot be written; nothing is created."""
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"cannot write the run folder {folder}: {existing} is not a folder you can write; set "
-            "paths.log_dir to one you can (or hydra.run.dir / hydra.sweep.dir)"
-        )
-
-
 # README's "Resuming": a larger trainer.max_steps stretches the cosine, which moves the learning rate
 TRAIN_LONGER = (
     "to train longer, resume with a larger trainer.max_steps: the learning rate then moves at the\n"
@@ -171,7 +110,7 @@ class RunRecord:
     """Record one training run in its folder; see the module docstring.
 
     Use as ``with RunRecord(run, name, seed) as record: ...; record.save_config(cfg); ...;
-    metrics = record.complete(trainer)``. Entering claims the folder (:func:`nanogpt.run_dir.claim`):
+    metrics = record.complete(trainer)``. Entering claims the folder (:func:`nanogpt.runs.folder.claim`):
     a folder of another run is refused before anything in it changes. An exception
     (``KeyboardInterrupt`` too) leaving the block marks the run failed or interrupted and goes on up.
     """
@@ -217,8 +156,8 @@ class RunRecord:
 
     def complete(self, trainer: L.Trainer, final_val: dict[str, Any] | None = None) -> dict[str, Any]:
         """Mark the run completed; return its final metrics, step, best val/loss and best checkpoint,
-        and ``final_val`` (:func:`nanogpt.evaluate.final_validation`'s ``final_val_*`` fields), which
-        the record takes too."""
+        and ``final_val`` (the ``final_val_*`` fields of
+        :func:`~nanogpt.training.validation.final_validation`), which the record takes too."""
         self.trainer = trainer
         self._recover_spawned_ranks(trainer)
         metrics: dict[str, Any] = {k: v.item() for k, v in trainer.callback_metrics.items()}

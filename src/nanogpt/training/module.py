@@ -14,10 +14,10 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.text import Perplexity
 
-from nanogpt.checkpoint import CHECKPOINT_FORMAT, TrainedOn
-from nanogpt.loop import is_logging_step
 from nanogpt.metrics.bpc import bpc_per_nat
 from nanogpt.model import GPT, GPTConfig, ParamGroups
+from nanogpt.runs.checkpoint import CHECKPOINT_FORMAT, TrainedOn
+from nanogpt.training.callbacks.loop import is_logging_step
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class GPTLightningModule(L.LightningModule):
             factory of :mod:`nanogpt.optimizers` as a Hydra ``_partial_``, with its hyperparameters.
         scheduler: builds a per-step LR scheduler from the optimizer, or ``None`` for a constant LR.
         compile: train with ``torch.compile`` of the model's forward; validation and generation run
-            the plain model (see :mod:`nanogpt.compiler`).
+            the plain model (see :mod:`nanogpt.training.compiler`).
         trained_on: the corpus and the training stream, recorded in every checkpoint so that a
             resume can refuse another corpus and name a changed seed or batch size.
     """

@@ -1,8 +1,8 @@
 """``nanogpt-export``: write a trained checkpoint as a Hugging Face GPT-2 or Llama folder.
 
-A model with GPT-2's components (learned positions, LayerNorm, GELU: :mod:`nanogpt.hf_gpt2`) is
+A model with GPT-2's components (learned positions, LayerNorm, GELU: :mod:`nanogpt.hf.gpt2`) is
 written as ``GPT2LMHeadModel``, one with rotary positions, RMSNorm and SwiGLU as ``LlamaForCausalLM``
-(:mod:`nanogpt.hf_llama`); any other is refused, naming the options that neither format holds.
+(:mod:`nanogpt.hf.llama`); any other is refused, naming the options that neither format holds.
 The folder is what ``save_pretrained`` writes (``config.json``, ``model.safetensors``), so
 ``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads it. A GPT-2 BPE model also gets
 its tokenizer files (``vocab.json``, ``merges.txt``) for ``AutoTokenizer``; any other tokenizer is
@@ -13,7 +13,7 @@ so a failed export leaves no half-written folder. An existing one is replaced on
 ``overwrite=true``, and only when it holds nothing but an earlier export's files: a run folder, a
 checkpoint, or any other file is never deleted.
 
-``export(cfg)`` is the whole job and is what tests call; ``main`` is the console script.
+``export(cfg)`` is the whole job; the console script is :mod:`nanogpt.cli.export`.
 """
 
 from __future__ import annotations
@@ -27,23 +27,20 @@ import shutil
 import socket
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from nanogpt import CONFIG_DIR
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.data import Tokenizer
-from nanogpt.errors import user_errors_in_one_line
-from nanogpt.hf_gpt2 import (
+from nanogpt.hf.gpt2 import (
     GPT2_COMPONENTS,
     hf_model_from_gpt,
     hydra_value,
     non_gpt2_components,
     write_gpt2_tokenizer,
 )
-from nanogpt.hf_llama import LLAMA_COMPONENTS, hf_llama_from_gpt, non_llama_components
+from nanogpt.hf.llama import LLAMA_COMPONENTS, hf_llama_from_gpt, non_llama_components
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.run_dir import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
+from nanogpt.runs.checkpoint import load_checkpoint
+from nanogpt.runs.folder import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
 # hf_format's answer -> the format's name and the function that builds it as a transformers model
 FORMATS = {"gpt2": ("GPT-2", hf_model_from_gpt), "llama": ("Llama", hf_llama_from_gpt)}
@@ -227,15 +224,3 @@ def export(cfg: DictConfig) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-def main(cfg: DictConfig) -> None:
-    with user_errors_in_one_line():
-        out_dir = export(cfg)
-        files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
-        print(f"wrote {out_dir}: {files}")
-
-
-if __name__ == "__main__":
-    main()

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import grad_norm
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from nanogpt.loop import is_logging_step
+from nanogpt.training.callbacks.loop import is_logging_step
 
 
 class GradNorm(Callback):

@@ -9,7 +9,7 @@
 - :class:`RngState`: the checkpoint carries every random generator, so a resumed run draws the
   same dropout masks as an uninterrupted one.
 
-Reading checkpoints back is :mod:`nanogpt.checkpoint`'s job.
+Reading checkpoints back is :mod:`nanogpt.runs.checkpoint`'s job.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nanogpt.files import disk_full, readable_size, write_atomically
-from nanogpt.run_dir import LAST_CKPT
+from nanogpt.runs.folder import LAST_CKPT
 
 INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
 

@@ -2,10 +2,6 @@
 
 - :func:`is_logging_step`: whether an optimizer step is one whose metrics reach the loggers; every
   callback that measures something only for the loggers asks it.
-- :func:`accumulation_for`: the gradient accumulation that makes ``data.global_batch_tokens`` tokens
-  per optimizer step on this many processes, so changing the GPU count keeps the optimisation.
-- ``trainer.val_check_interval`` counts optimizer steps; Lightning counts batches, so
-  :func:`lightning_val_check_interval` converts it under gradient accumulation.
 - :class:`ValidateLastStep`: every run that reaches ``max_steps`` ends with a validation there,
   so a completed run always has a ``val/loss`` and a ``best.ckpt``, whatever its length.
 - :class:`StopOnNonFiniteLoss`: a NaN or infinite loss stops the run, naming that step, before a
@@ -20,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
 
 
 def is_logging_step(trainer: L.Trainer, steps_done: int) -> bool:
@@ -35,45 +30,6 @@ def is_logging_step(trainer: L.Trainer, steps_done: int) -> bool:
         return True
     every = trainer.log_every_n_steps
     return every > 0 and steps_done % every == 0
-
-
-def accumulation_for(global_batch_tokens: int, batch_size: int, block_size: int, processes: int) -> int:
-    """Micro-batches per optimizer step so that one step sees ``global_batch_tokens`` tokens.
-
-    Raises a ``ValueError`` naming the nearest valid values when it does not divide evenly.
-    """
-    if (
-        isinstance(global_batch_tokens, bool)
-        or not isinstance(global_batch_tokens, int)
-        or global_batch_tokens < 1
-    ):
-        raise ValueError(
-            f"data.global_batch_tokens must be a positive integer (tokens per optimizer step), got "
-            f"{global_batch_tokens!r}; leave it null to set trainer.accumulate_grad_batches yourself"
-        )
-    micro = batch_size * block_size * processes  # tokens of one micro-batch on every process
-    accumulation, remainder = divmod(global_batch_tokens, micro)
-    if remainder or accumulation == 0:
-        below = max(accumulation, 1) * micro
-        nearest = f"{below:,} (accumulation {below // micro})"
-        if accumulation >= 1:
-            nearest += f" and {below + micro:,} (accumulation {below // micro + 1})"
-        raise ValueError(
-            f"data.global_batch_tokens={global_batch_tokens:,} is not a whole number of micro-batches: one "
-            f"micro-batch on every process is {micro:,} tokens (data.batch_size {batch_size} x context "
-            f"{block_size} x {processes} processes). The nearest valid values are {nearest}; or change "
-            "data.batch_size"
-        )
-    return accumulation
-
-
-def lightning_val_check_interval(trainer: DictConfig) -> Any:
-    """Lightning's ``val_check_interval`` (in batches) for ours (in optimizer steps)."""
-    interval = trainer.get("val_check_interval")
-    accumulate = trainer.get("accumulate_grad_batches") or 1
-    if isinstance(interval, int) and not isinstance(interval, bool):
-        return interval * accumulate
-    return interval  # a float is a fraction of an epoch, which an endless stream does not have
 
 
 class ValidateLastStep(Callback):

@@ -10,8 +10,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from nanogpt.loop import is_logging_step
 from nanogpt.runs.plots import plot_run
+from nanogpt.training.callbacks.loop import is_logging_step
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ class LossCurves(Callback):
     ``history`` maps ``train/loss`` (every ``trainer.log_every_n_steps`` steps) and every ``val/*``
     metric (every validation) to ``(step, value)`` points, the step counting optimizer steps done.
     It travels in the checkpoint, so a resumed run draws its whole history. The run record
-    (:mod:`nanogpt.runs.record`) copies it into ``result.json`` for sweep reports. The plot is also
+    (:mod:`nanogpt.training.record`) copies it into ``result.json`` for sweep reports. The plot is also
     drawn when training fails part-way.
     """
 

@@ -1,7 +1,7 @@
 """The run's loggers (the ``logger`` config group): CSV, TensorBoard and Weights & Biases.
 
 :func:`build_loggers` builds every entry of the group; the W&B specifics (best-value summaries,
-offline mode, the credential check) live in :mod:`nanogpt.loggers.wandb`.
+offline mode, the credential check) live in :mod:`nanogpt.training.loggers.wandb`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
         if node is None or "_target_" not in node:
             continue
         if issubclass(get_class(node._target_), LightningWandbLogger):
-            from nanogpt.loggers.wandb import check_wandb_credentials
+            from nanogpt.training.loggers.wandb import check_wandb_credentials
 
             check_wandb_credentials(offline=bool(node.get("offline")), mode=node.get("mode"))
             identity = {k: v for k, v in _run_identity(cfg).items() if node.get(k) is None}

@@ -1,7 +1,7 @@
-"""``nanogpt-train``: compose the Hydra config, build the pieces, run Lightning's loop, return.
+"""The training job: from a composed config to a trained run folder.
 
-``train(cfg)`` is the whole job and is what tests and sweeps call; the console script, ``main`` and
-``cli``, lives in :mod:`nanogpt.train_cli`, which imports this module only when a job starts.
+``train(cfg)`` is the whole job, and what the console script (:mod:`nanogpt.cli.train`), sweeps and
+tests call. It knows no command line: Hydra composed ``cfg`` before it starts.
 """
 
 from __future__ import annotations
@@ -19,35 +19,27 @@ from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nanogpt.checkpoint import TrainedOn, check_resumable
-from nanogpt.compiler import CompiledStep, on_cuda, step_marker
-from nanogpt.compiler import plan as plan_compile
-from nanogpt.console import quiet_lightning
 from nanogpt.data import Corpus, CorpusConfig, find_corpus, prepare_corpus
-from nanogpt.derive import RunFacts, derive, model_fields
 from nanogpt.devices import check_trainer_fits_machine, chosen_experiment, local_rank, processes_per_job
-from nanogpt.evaluate import final_validation
 from nanogpt.files import remove_stale_temps
-from nanogpt.hf_gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
-from nanogpt.lightning_module import GPTLightningModule
-from nanogpt.loggers import build_loggers
-from nanogpt.loop import lightning_val_check_interval
+from nanogpt.hf.gpt2 import check_gpt2_tokenizer, load_pretrained, pretrained_shape
 from nanogpt.model import GPTConfig
 from nanogpt.options import check_options
-from nanogpt.run_dir import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
-from nanogpt.runs.prune import PruneTrial
-from nanogpt.runs.record import RunRecord, sigterm_raises
-from nanogpt.runs.study import job_trial, pruned_at
-from nanogpt.runs.sweep import processes_start_outside
-
-# the console script lives in nanogpt.train_cli, which imports this module only when a job starts;
-# named here too for `python -m nanogpt.train` (torchrun) and for code that imports them from here
-from nanogpt.train_cli import OPTIONAL_GROUPS, cli, main  # noqa: F401
+from nanogpt.runs.checkpoint import TrainedOn, check_resumable
+from nanogpt.runs.folder import RunDir, keep_metrics_before_requeue, requeue_checkpoint, resolve_checkpoint
+from nanogpt.sweeps.launch import processes_start_outside
+from nanogpt.sweeps.study import job_trial, pruned_at
+from nanogpt.training.callbacks.console import quiet_lightning
+from nanogpt.training.callbacks.prune import PruneTrial
+from nanogpt.training.compiler import CompiledStep, on_cuda, step_marker
+from nanogpt.training.compiler import plan as plan_compile
+from nanogpt.training.loggers import build_loggers
+from nanogpt.training.module import GPTLightningModule
+from nanogpt.training.record import RunRecord, sigterm_raises
+from nanogpt.training.spec import RunFacts, derive, lightning_val_check_interval, model_fields
+from nanogpt.training.validation import final_validation
 
 log = logging.getLogger(__name__)
-
-# Lightning's _pytree module calls an API that torch deprecated; nothing a user can act on.
-warnings.filterwarnings("ignore", category=FutureWarning, module="lightning.pytorch.utilities._pytree")
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -65,7 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     on the whole val split (``final_val_loss``).
 
     Claim the run folder, derive the config the run trains with, record it, build, fit. The run's
-    folder (:mod:`nanogpt.run_dir`) gets ``config.yaml`` (the derived config) and ``result.json``.
+    folder (:mod:`nanogpt.runs.folder`) gets ``config.yaml`` (the derived config) and ``result.json``.
     """
     quiet_lightning()
     run = run_dir_of(cfg)
@@ -250,7 +242,7 @@ def run_dir_of(cfg: DictConfig) -> RunDir:
 def resume_from(cfg: DictConfig, run: RunDir, requeued: bool) -> Path | None:
     """The checkpoint file this run continues from, or ``None`` for a fresh start.
 
-    ``ckpt_path`` as :func:`~nanogpt.run_dir.resolve_checkpoint` reads it (``last``: the newest
+    ``ckpt_path`` as :func:`~nanogpt.runs.folder.resolve_checkpoint` reads it (``last``: the newest
     earlier run of this experiment); a requeued SLURM job without one continues in its own folder.
     """
     ckpt_path = cfg.get("ckpt_path")
@@ -269,7 +261,3 @@ def matmul_precision(cfg: DictConfig) -> str | None:
     if precision != "auto":
         return precision
     return "high" if on_cuda(cfg.trainer) else None
-
-
-if __name__ == "__main__":
-    cli()
