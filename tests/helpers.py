@@ -13,12 +13,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from nanogpt import CONFIG_DIR
+
+if TYPE_CHECKING:
+    from nanogpt.training.spec import RunSpec
 
 LINES = [
     "First Citizen: Before we proceed any further, hear me speak.",
@@ -76,6 +80,20 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides or [])
+
+
+def derived(cfg: DictConfig, vocab_size: int = 65, **found: object) -> RunSpec:
+    """The spec :func:`~nanogpt.training.spec.derive_spec` makes of ``cfg`` for a run on a corpus of
+    ``vocab_size`` tokens, without preparing any data; ``found``: more of what the run found
+    (:class:`~nanogpt.training.spec.Prepared`'s fields, e.g. ``pretrained_shape``, ``resumed``)."""
+    from nanogpt.data import Corpus, CorpusMeta
+    from nanogpt.model import GPTConfig
+    from nanogpt.training.spec import Prepared, derive_spec, model_fields
+
+    model = GPTConfig(**model_fields(cfg.model, found.get("pretrained_shape"), vocab_size))
+    counts = dict(documents=1, train_chars=0, val_chars=0, train_tokens=0, val_tokens=0)
+    meta = CorpusMeta(1, "0" * 64, "no corpus: a test's", {"kind": "char"}, "uint16", 0.1, **counts)
+    return derive_spec(cfg, Prepared(model=model, corpus=Corpus(Path("unprepared"), meta), **found))
 
 
 def run_cli(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from nanogpt.model import GPTConfig
 from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.training import compiler
 from nanogpt.training.compiler import AUTO_MIN_STEPS, cache_dir, decide, step_marker, working_compiler
@@ -87,10 +89,10 @@ def test_the_cache_folder_is_the_configs_then_pytorchs_variable_then_the_users_c
 
 def test_a_compiled_step_is_known_by_its_shape_batch_and_precision():
     cfg = compose_train(TINY)
-    model = {"n_layer": 1, "n_embd": 32, "vocab_size": 65}
+    model = GPTConfig(n_layer=1, n_head=1, n_embd=32, vocab_size=65)
     marker = step_marker(cfg, model)
-    assert marker == step_marker(cfg, dict(model))
-    assert marker != step_marker(cfg, {**model, "n_layer": 2})
+    assert marker == step_marker(cfg, dataclasses.replace(model))
+    assert marker != step_marker(cfg, dataclasses.replace(model, n_layer=2))
     for key, value in (("data.batch_size", 3), ("trainer.precision", "bf16-mixed")):
         other = cfg.copy()
         OmegaConf.update(other, key, value)

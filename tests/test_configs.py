@@ -16,9 +16,8 @@ from nanogpt.devices import cpu_has_native_bf16
 from nanogpt.hf.gpt2 import pretrained_shape
 from nanogpt.metrics.bleu import BleuSettings
 from nanogpt.training.job import train
-from nanogpt.training.spec import RunFacts, derive
 
-from .helpers import SEARCHED_KEYS, compose_train
+from .helpers import SEARCHED_KEYS, compose_train, derived
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [
@@ -41,9 +40,7 @@ def test_every_config_composes_and_builds(overrides, tmp_path):
             cfg.data.source = str(tmp_path)
     # the derived config, as a run builds from it (model=gpt2_pretrained: its shape is known offline)
     init_from = cfg.model.get("init_from")
-    cfg = derive(
-        cfg, RunFacts(vocab_size=65, pretrained_shape=pretrained_shape(init_from) if init_from else None)
-    )
+    cfg = derived(cfg, pretrained_shape=pretrained_shape(init_from) if init_from else None).cfg
     assert cfg.data.block_size == cfg.model.block_size
     instantiate(cfg.data)
     instantiate(cfg.optimizer)

@@ -664,21 +664,21 @@ def test_a_run_prepares_and_checksums_its_corpus_once(tmp_path, checksums):
 
 
 def test_only_local_rank_zero_of_a_run_prepares_the_others_find_its_folder(tmp_path, text_path, monkeypatch):
-    import nanogpt.training.job as train_module
+    import nanogpt.training.spec as spec_module
 
     cfg = compose_train([*TINY, f"data.path={text_path}"])
     with open_dict(cfg):
         cfg.data.data_dir = str(tmp_path / "data")
     run = RunDir.at(tmp_path / "run")
-    _, prepared, _ = train_module.find_facts(cfg, run, requeued=False)  # local rank 0 (no launcher)
+    prepared = spec_module.prepare_run(cfg, run, requeued=False).corpus  # local rank 0 (no launcher)
 
     def never(*args, **kwargs):
         raise AssertionError("a rank other than local rank 0 prepared the corpus")
 
-    monkeypatch.setattr(train_module, "prepare_corpus", never)
+    monkeypatch.setattr(spec_module, "prepare_corpus", never)
     monkeypatch.setenv("LOCAL_RANK", "1")  # what torchrun and Lightning's launcher give the second rank
-    facts, found, _ = train_module.find_facts(cfg, run, requeued=False)
-    assert found == prepared and facts.vocab_size == prepared.vocab_size
+    found = spec_module.prepare_run(cfg, run, requeued=False)
+    assert found.corpus == prepared and found.model.vocab_size == prepared.vocab_size
 
 
 def test_a_datamodule_checksums_its_corpus_at_most_once(tmp_path, text_path, checksums):
@@ -868,12 +868,17 @@ def test_whole_val_split_uses_non_overlapping_windows(prepared):
 
 
 def test_every_data_option_has_its_default_in_text_yaml_only():
-    # TextDataModule takes every option of configs/data/text.yaml, and repeats none of its defaults
+    # configs/data/text.yaml's options are spelt once in Python: the window options by TextDataModule,
+    # the corpus options by CorpusConfig (which the DataModule passes the rest to); no default repeated
     text = OmegaConf.load(Path(CONFIG_DIR) / "data" / "text.yaml")
     parameters = inspect.signature(TextDataModule).parameters
-    assert set(parameters) - {"corpus"} == set(text) - {"_target_"}
+    windows = set(parameters) - {"corpus", "corpus_options"}
+    corpus = {f.name for f in dataclasses.fields(CorpusConfig)}
+    assert windows | corpus == set(text) - {"_target_"} and not windows & corpus
     assert [name for name, p in parameters.items() if p.default is not inspect.Parameter.empty] == ["corpus"]
     assert not any(f.default is not dataclasses.MISSING for f in dataclasses.fields(CorpusConfig))
+    with pytest.raises(ValueError, match=r"data.val_fracton: no such data option; .*configs/data/text.yaml"):
+        TextDataModule(**{**OmegaConf.to_container(compose_train([]).data, resolve=True), "val_fracton": 0.2})
     assert compose_train([]).data.eval_batches is None  # the whole val split, for data=shakespeare_char
     assert compose_train(["experiment=shakespeare_char_cpu"]).data.eval_batches == 20
 

@@ -27,9 +27,8 @@ from nanogpt.hf.gpt2 import (
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.runs.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX, load_checkpoint
 from nanogpt.training.job import train
-from nanogpt.training.spec import RunFacts, derive
 
-from .helpers import TINY, compose_train, run_cli
+from .helpers import TINY, compose_train, derived, run_cli
 
 transformers = pytest.importorskip("transformers")
 
@@ -480,7 +479,7 @@ def test_finetune_shakespeare_composes_to_nanogpts_recipe():
     cfg = compose_train(["experiment=finetune_shakespeare"])
     with open_dict(cfg):
         cfg.paths.output_dir = "."
-    cfg = derive(cfg, RunFacts(vocab_size=50257, pretrained_shape=pretrained_shape(cfg.model.init_from)))
+    cfg = derived(cfg, 50257, pretrained_shape=pretrained_shape(cfg.model.init_from)).cfg
     composed = {key: OmegaConf.select(cfg, key) for key in NANOGPT_FINETUNE_SHAKESPEARE}
     composed["optimizer.betas"] = list(composed["optimizer.betas"])
     assert composed == NANOGPT_FINETUNE_SHAKESPEARE

@@ -20,7 +20,7 @@ from nanogpt.options import check_options
 from nanogpt.schedule import warmup_cosine_factor
 from nanogpt.training.job import train
 
-from .helpers import TINY, compose_train, strict_json
+from .helpers import TINY, compose_train, derived, strict_json
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 GROUP_OPTIONS = [
@@ -292,12 +292,10 @@ def test_a_model_vocabulary_smaller_than_the_datas_is_refused_naming_both(cfg_ti
 
 
 def test_the_recorded_config_holds_the_warmup_a_short_run_used(caplog):
-    from nanogpt.training.spec import RunFacts, derive
-
     cfg = compose_train(["experiment=shakespeare_char_cpu", "trainer.max_steps=30"])
     with caplog.at_level(logging.WARNING, logger="nanogpt"):
-        derived = derive(cfg, RunFacts(vocab_size=65))
-    assert derived.scheduler.warmup_steps == 3 and cfg.scheduler.warmup_steps == 100
+        spec = derived(cfg)
+    assert spec.cfg.scheduler.warmup_steps == 3 and cfg.scheduler.warmup_steps == 100
     assert "it warms up over 3 steps, a tenth of it" in caplog.text
-    full = derive(compose_train(["experiment=shakespeare_char_cpu"]), RunFacts(vocab_size=65))
-    assert full.scheduler.warmup_steps == 100
+    full = derived(compose_train(["experiment=shakespeare_char_cpu"]))
+    assert full.cfg.scheduler.warmup_steps == 100

@@ -12,6 +12,7 @@ import socket
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
@@ -261,10 +262,11 @@ def test_val_loss_against_time_comes_from_metrics_csv_interpolated_between_loggi
 
 def test_the_record_counts_the_models_parameters_and_old_records_still_read(tmp_path):
     model = {**MODEL, "init_from": None}  # config.yaml's model section also says where weights start
-    cfg = OmegaConf.create({"seed": 1, "model": model})
+    # what the record reads of a run's spec: its derived config and its model config
+    spec = SimpleNamespace(cfg=OmegaConf.create({"seed": 1, "model": model}), model=GPTConfig(**MODEL))
     run = RunDir.at(tmp_path / "run")
     with RunRecord(run, "ablation", 1) as record:
-        record.save_config(cfg)
+        record.save_config(spec)
     saved = json.loads(run.result_file.read_text())
     assert saved["parameters"] == true_parameters(MODEL) == 804_096
 

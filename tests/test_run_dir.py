@@ -213,11 +213,11 @@ def test_a_run_folder_that_cannot_be_written_or_a_name_that_leaves_the_runs_fold
 # a nanogpt-train whose data preparation never ends, to be interrupted there
 PREPARING = """
 import sys, time
-import nanogpt.training.job
+import nanogpt.training.spec
 def preparing(config):
     print("PREPARING", flush=True)
     time.sleep(600)
-nanogpt.training.job.prepare_corpus = preparing
+nanogpt.training.spec.prepare_corpus = preparing
 from nanogpt.cli.train import cli
 sys.argv = ["nanogpt-train", *sys.argv[1:]]
 cli()

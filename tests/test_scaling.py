@@ -24,9 +24,9 @@ from nanogpt.model import GPTConfig, ParamGroups
 from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.runs.folder import Result, RunDir, claim, requeue_checkpoint
 from nanogpt.runs.names import run_name
-from nanogpt.training.job import matmul_precision, train
+from nanogpt.training.job import train
 from nanogpt.training.module import GPTLightningModule
-from nanogpt.training.spec import accumulation_for, derived_accumulation
+from nanogpt.training.spec import accumulation_for, derived_accumulation, matmul_precision
 
 from .helpers import TINY, column, compose_train, read_metrics, run_cli
 from .rank_probe import PROBE, read_ranks

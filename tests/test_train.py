@@ -19,9 +19,8 @@ from nanogpt.runs.checkpoint import TrainedOn, check_resumable
 from nanogpt.training.callbacks.console import StepLines, StepProgressBar, progress_bar
 from nanogpt.training.job import train
 from nanogpt.training.module import GPTLightningModule
-from nanogpt.training.spec import RunFacts, derive
 
-from .helpers import TINY, column, make_text, read_metrics, run_cli
+from .helpers import TINY, column, derived, make_text, read_metrics, run_cli
 
 
 def test_short_run_lowers_the_loss_and_writes_checkpoints(cfg_tiny):
@@ -214,12 +213,12 @@ def test_a_resumed_run_goes_on_with_the_checkpoints_seed_and_says_so(cfg_tiny, c
     with open_dict(cfg_tiny):
         cfg_tiny.seed = 7
     with caplog.at_level(logging.WARNING, logger="nanogpt"):
-        cfg = derive(cfg_tiny, RunFacts(vocab_size=30, resume_from=Path("last.ckpt"), resumed=saved))
+        cfg = derived(cfg_tiny, 30, resume_from=Path("last.ckpt"), resumed=saved).cfg
     assert cfg.seed == cfg.data.seed == 1337
     assert "asks for data.seed=7" in caplog.text and "goes on with seed 1337" in caplog.text
     assert cfg_tiny.seed == 7  # derive leaves its input alone
     caplog.clear()
-    same = derive(cfg, RunFacts(vocab_size=30, resume_from=Path("last.ckpt"), resumed=saved))
+    same = derived(cfg, 30, resume_from=Path("last.ckpt"), resumed=saved).cfg
     assert same.seed == 1337 and caplog.text == ""
 
 
@@ -405,8 +404,9 @@ def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
 
     built = {}
 
-    def spy_build(*args, **kwargs):
-        built["trainer"], built["module"], _ = out = real_build(*args, **kwargs)
+    def spy_build(spec):
+        built["spec"] = spec
+        built["trainer"], built["module"], _ = out = real_build(spec)
         return out
 
     real_build = nanogpt.training.job.build
@@ -432,6 +432,12 @@ def test_config_yaml_is_the_config_that_trained(cfg_tiny, monkeypatch):
     assert recorded.trainer.accumulate_grad_batches == trainer.accumulate_grad_batches == 2
     assert recorded.model.vocab_size == module.model.config.vocab_size == len(set(cfg_tiny_text(cfg_tiny)))
     assert OmegaConf.to_container(recorded.model) == dataclasses.asdict(module.model.config)
+    # the model config is made once, in the spec, and the module trains that very object
+    spec = built["spec"]
+    assert module.model.config is spec.model and module.trained_on is spec.trained_on
+    assert OmegaConf.to_container(spec.cfg, resolve=True) == OmegaConf.to_container(
+        OmegaConf.load(run / "config.yaml")
+    )
     assert recorded.compile is False and module.training_forward is None  # compile=auto, a short run
 
 

@@ -1,21 +1,22 @@
 """nanogpt: train GPT language models with PyTorch Lightning and Hydra.
 
-The data flow, one module (or package) per step::
+The data flow, one wing (package) per concern, imports running one way (cli -> training -> sweeps,
+hf and the tools -> runs -> the core: model, data, metrics, options)::
 
-    text ──data (sources -> encode -> corpus, driven by prepare)──> token files ──data.windows──>
-      batches ──data.datamodule──> DataModule
-      ──> model.GPT (plain PyTorch) inside lightning_module (loss, val/ppl, optimizer from
-          optimizers, schedule)
-      ──> Lightning's Trainer, built by train from the config derive fills in (devices checks it),
-          with callbacks: console (progress, summary), loop (last-step validation, NaN stop), metrics
-          (val/bleu, val/chrf, train/grad_norm), runs.checkpoints (last.ckpt, RNG state), runs.curves
-          (loss.png)
-      ──> the run folder (run_dir: its layout and result.json): checkpoints (written by
-          runs.checkpoints, read by checkpoint), logs (loggers: CSV, TensorBoard, W&B), the run
-          record (runs.record)
-      ──> sweep reports (runs.sweep after every job of -m, runs.report for nanogpt-report)
+    cli.train (nanogpt-train: Hydra composes the config)
+      ──> training.job.train(cfg)
+            spec: prepare the run (the corpus via data: sources -> encode -> corpus, the model's
+                  GPTConfig, init_from's weights, compile) and derive its RunSpec, once
+            record: the run folder (runs.folder) gets config.yaml and result.json
+            build: data.datamodule (windows -> batches), module (model.GPT, loss, metrics,
+                   optimizers, schedule), callbacks (console, loop, checkpoints, curves, bleu,
+                   grad_norm, throughput), loggers; then Lightning's Trainer.fit
+            validation: best.ckpt on the whole val split
+      ──> the run folder: checkpoints (read back by runs.checkpoint), logs, result.json
+      ──> sweeps (nanogpt-train -m: sweeps.callback reports after every job through runs.report)
 
-``sample`` and ``evaluate`` read a checkpoint back through ``checkpoint`` without Lightning.
+``sample``, ``evaluate`` and ``hf.export`` read a checkpoint back through ``runs.checkpoint``,
+without Lightning; ``cli`` holds their console scripts too.
 """
 
 from pathlib import Path

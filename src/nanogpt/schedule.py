@@ -37,7 +37,7 @@ def warmup_cosine_factor(step: int, warmup_steps: int, decay_steps: int, min_lr_
 def fitted_warmup(warmup_steps: int, decay_steps: int) -> int:
     """The warm-up of a schedule of ``decay_steps`` steps: ``warmup_steps`` when it fits, else a tenth
     of the schedule, with a warning naming the option. ``train`` fits it before the run is recorded
-    (:func:`nanogpt.training.spec.derive`), so ``config.yaml`` holds the warm-up the run used.
+    (:func:`nanogpt.training.spec.derive_spec`), so ``config.yaml`` holds the warm-up the run used.
 
     A run shorter than its warm-up (``trainer.max_steps=30`` on a recipe that warms up over 100)
     would never reach its learning rate, let alone decay. nanoGPT's recipes warm up over a small

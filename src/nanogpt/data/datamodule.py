@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import dataclasses
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
@@ -19,12 +19,13 @@ class TextDataModule(L.LightningDataModule):
     """A corpus as token windows: its prepared folder (:mod:`nanogpt.data.prepare`), streamed.
 
     Every option is one of ``configs/data/text.yaml``, which holds their defaults and says what
-    each does; the corpus options make a :class:`~nanogpt.data.prepare.CorpusConfig`. The window
-    options: ``block_size`` (tokens per window, the model's context), ``batch_size`` (windows per
-    micro-batch, per device), ``global_batch_tokens`` (``train`` derives the gradient accumulation
-    from it), ``eval_batches`` (``None``: the whole val split), ``final_eval_batches`` (the same, for
-    the run's final validation, :meth:`final_eval_dataset`), ``num_workers``, ``pin_memory`` and
-    ``seed`` (of the training stream).
+    each does. The options that decide the corpus are :class:`~nanogpt.data.prepare.CorpusConfig`'s
+    fields, its one spelling in Python, passed on to it whole (``corpus_options``). The window options
+    are this class's own: ``block_size`` (tokens per window, the model's context), ``batch_size``
+    (windows per micro-batch, per device), ``global_batch_tokens`` (the run's spec derives the
+    gradient accumulation from it), ``eval_batches`` (``None``: the whole val split),
+    ``final_eval_batches`` (the same, for the run's final validation, :meth:`final_eval_dataset`),
+    ``num_workers``, ``pin_memory`` and ``seed`` (of the training stream).
 
     The corpus is found or prepared once per object: pass an already prepared one as ``corpus``,
     or let Lightning's :meth:`prepare_data` (local rank 0) prepare it; other ranks find it in
@@ -34,18 +35,6 @@ class TextDataModule(L.LightningDataModule):
     def __init__(
         self,
         *,
-        data_dir: str | os.PathLike,
-        path: str | os.PathLike | None,
-        url: str | None,
-        md5: str | None,
-        source: str | None,
-        text_column: str,
-        split: str,
-        errors: str,
-        follow_symlinks: bool,
-        num_proc: int | None,
-        tokenizer: str,
-        val_fraction: float,
         block_size: int,
         batch_size: int,
         global_batch_tokens: int | None,
@@ -55,6 +44,7 @@ class TextDataModule(L.LightningDataModule):
         pin_memory: bool,
         seed: int,
         corpus: Corpus | None = None,
+        **corpus_options: Any,
     ) -> None:
         super().__init__()
         positive_int(block_size, "data.block_size")
@@ -63,20 +53,13 @@ class TextDataModule(L.LightningDataModule):
             positive_int(eval_batches, "data.eval_batches")
         if final_eval_batches is not None:
             positive_int(final_eval_batches, "data.final_eval_batches")
-        self.config = CorpusConfig(
-            data_dir=Path(data_dir),
-            path=None if path is None else str(path),
-            url=url,
-            md5=md5,
-            source=source,
-            text_column=text_column,
-            split=split,
-            errors=errors,
-            follow_symlinks=follow_symlinks,
-            num_proc=num_proc,
-            tokenizer=tokenizer,
-            val_fraction=val_fraction,
-        )
+        unknown = sorted(set(corpus_options) - {f.name for f in dataclasses.fields(CorpusConfig)})
+        if unknown:
+            raise ValueError(
+                f"{', '.join(f'data.{name}' for name in unknown)}: no such data option; the options and "
+                "their defaults are in configs/data/text.yaml (docs/configuration.md lists them)"
+            )
+        self.config = CorpusConfig.from_data(corpus_options)
         self.block_size = block_size
         self.batch_size = batch_size
         self.global_batch_tokens = global_batch_tokens

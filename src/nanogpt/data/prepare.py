@@ -80,8 +80,15 @@ class CorpusConfig:
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> CorpusConfig:
-        """The corpus options of a ``data`` group (``cfg.data``); reads no other key, so
-        ``data.block_size`` need not be known yet."""
+        """The corpus options of a ``data`` group (``cfg.data``, or the options a DataModule was not
+        given by name); reads no other key, so ``data.block_size`` need not be known yet. A corpus
+        option missing from ``data`` is named, with the file that holds the defaults."""
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(
+                f"the data config lacks {', '.join(f'data.{name}' for name in missing)}; a data group "
+                "extends configs/data/text.yaml, which holds every option's default (defaults: [text])"
+            )
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
     def resolve(self, fetch: bool) -> Source:

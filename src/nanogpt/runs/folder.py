@@ -3,7 +3,7 @@
 One run of ``nanogpt-train`` owns one folder (``runs/<name>/<time>_<suffix>``, named by
 :mod:`nanogpt.runs.names`)::
 
-    config.yaml          the config as it trained (after train.derive), resolved
+    config.yaml          the config as it trained (the spec's derived config), resolved
     result.json          :class:`Result`: running, then completed, interrupted, failed or pruned
     train.log            the console's log, and a failure's traceback
     loss.png             the loss curves
@@ -34,9 +34,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nanogpt.files import remove_stale_temps, write_atomically
+
+if TYPE_CHECKING:  # the model (and torch) only when a count is made
+    from nanogpt.model import GPTConfig
 
 CHECKPOINTS = "checkpoints"  # the default checkpoint folder, inside the run folder
 LAST_CKPT = "last.ckpt"  # the newest state: what training resumes from
@@ -258,22 +261,25 @@ _CHECKS: dict[str, tuple[str, Any]] = {
 assert set(_CHECKS) == {f.name for f in dataclasses.fields(Result)}, "every field of Result is checked"
 
 
-def parameter_count(model: Mapping[str, Any]) -> int:
-    """The trainable parameters of the GPT that a run's ``model`` config builds, a tied weight once.
+def parameter_count(model: GPTConfig | Mapping[str, Any]) -> int:
+    """The trainable parameters of the GPT ``model`` configures, a tied weight once.
 
     Every parameter counts, position embeddings too (unlike the console's nanoGPT-style count), so
     an ablation that drops one (``model.position=rope``) shows in a report. The model is built on
-    the meta device: shapes without memory, so counting GPT-2 XL takes no 6 GB. ``model`` is the
-    ``model`` section of ``config.yaml``; keys that are no :class:`~nanogpt.model.GPTConfig` field
-    (``init_from``: where the weights start, not their shape) are left out.
+    the meta device: shapes without memory, so counting GPT-2 XL takes no 6 GB. ``model`` is a run's
+    :class:`~nanogpt.model.GPTConfig`, or the ``model`` section of a finished run's ``config.yaml``,
+    whose keys that are no field of it (``init_from``: where the weights start, not their shape) are
+    left out.
     """
     import torch  # here, not at the top: the readers of run folders start without torch
 
     from nanogpt.model import GPT, GPTConfig
 
-    names = {f.name for f in dataclasses.fields(GPTConfig)}
+    if not isinstance(model, GPTConfig):
+        names = {f.name for f in dataclasses.fields(GPTConfig)}
+        model = GPTConfig(**{k: v for k, v in model.items() if k in names})
     with torch.device("meta"):
-        gpt = GPT(GPTConfig(**{k: v for k, v in model.items() if k in names}))
+        gpt = GPT(model)
     return gpt.num_params(non_embedding=False)
 
 

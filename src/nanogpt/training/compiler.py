@@ -23,6 +23,7 @@ The caches live in :func:`cache_dir`: ``compile_cache_dir`` in the config, else
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -40,6 +41,7 @@ import lightning as L
 import torch
 
 from nanogpt.files import write_atomically
+from nanogpt.model import GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +174,17 @@ def decide(
     return True, f"compile=auto: compiling, as {max_steps:,} steps pay for a first compile"
 
 
-def step_marker(cfg: Any, model: dict) -> Path:
-    """The marker a compiled run of ``cfg`` leaves (or found); ``model``: its GPTConfig fields."""
+def step_marker(cfg: Any, model: GPTConfig) -> Path:
+    """The marker a compiled run of ``cfg`` and ``model`` leaves (or finds)."""
     cuda = on_cuda(cfg.trainer)
-    key = step_key(model, cfg.data.batch_size, cfg.trainer.get("precision"), cuda)
+    key = step_key(dataclasses.asdict(model), cfg.data.batch_size, cfg.trainer.get("precision"), cuda)
     return cache_dir(cfg.get("compile_cache_dir")) / "nanogpt-steps" / f"{key}.json"
 
 
-def plan(cfg: Any, model: dict) -> bool:
-    """Whether the run ``cfg`` compiles its training step, logging why; ``model`` is the run's
-    :class:`~nanogpt.model.GPTConfig` fields. Points PyTorch's caches at :func:`cache_dir` when the
-    run compiles."""
+def choose_compile(cfg: Any, model: GPTConfig) -> Path | None:
+    """Whether the run ``cfg`` of ``model`` compiles its training step, logging why: the step's
+    marker (:class:`CompiledStep` writes it) when it does, else ``None``. Points PyTorch's caches at
+    :func:`cache_dir` when the run compiles."""
     cuda = on_cuda(cfg.trainer)
     marker = step_marker(cfg, model)
     compiled, why = decide(
@@ -193,9 +195,10 @@ def plan(cfg: Any, model: dict) -> bool:
         cuda=cuda,
     )
     log.info(why)
-    if compiled:
-        use_cache_dir(marker.parent.parent)
-    return compiled
+    if not compiled:
+        return None
+    use_cache_dir(marker.parent.parent)
+    return marker
 
 
 class CompiledStep(L.Callback):

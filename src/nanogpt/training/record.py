@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -36,11 +36,14 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from nanogpt.files import write_atomically
 from nanogpt.runs.folder import Result, RunDir, claim, parameter_count
 from nanogpt.training.callbacks.curves import LossCurves
+
+if TYPE_CHECKING:
+    from nanogpt.training.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def val_split_words(batches: int | None) -> str:
 class RunRecord:
     """Record one training run in its folder; see the module docstring.
 
-    Use as ``with RunRecord(run, name, seed) as record: ...; record.save_config(cfg); ...;
+    Use as ``with RunRecord(run, name, seed) as record: ...; record.save_config(spec); ...;
     metrics = record.complete(trainer)``. Entering claims the folder (:func:`nanogpt.runs.folder.claim`):
     a folder of another run is refused before anything in it changes. An exception
     (``KeyboardInterrupt`` too) leaving the block marks the run failed or interrupted and goes on up.
@@ -140,14 +143,15 @@ class RunRecord:
         return self
 
     @rank_zero_only
-    def save_config(self, cfg: DictConfig) -> None:
-        """Write ``config.yaml``: ``cfg`` resolved, as the run trains with it; the record takes its seed
-        (a resumed run goes on with its checkpoint's) and its model's parameter count."""
+    def save_config(self, spec: RunSpec) -> None:
+        """Write ``config.yaml``: the spec's derived config, resolved, as the run trains with it; the
+        record takes its seed (a resumed run goes on with its checkpoint's) and its model's parameter
+        count (from the spec's model config, not the built model: under FSDP a rank's model holds
+        only its shard)."""
+        cfg = spec.cfg
         self.result.seed = cfg.get("seed")
         self.eval_batches = OmegaConf.select(cfg, "data.eval_batches")
-        if cfg.get("model") is not None:
-            # from the config, not the built model: under FSDP a rank's model holds only its shard
-            self.result.parameters = parameter_count(OmegaConf.to_container(cfg.model, resolve=True))
+        self.result.parameters = parameter_count(spec.model)
         write_atomically(self.run.config_file, OmegaConf.to_yaml(cfg, resolve=True))
 
     def watch(self, trainer: L.Trainer) -> None:
