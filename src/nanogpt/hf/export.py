@@ -38,7 +38,7 @@ from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.runs.folder import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
 # hf_format's answer -> the format's name and the function that builds it as a transformers model
-FORMATS = {"gpt2": ("GPT-2", hf_model_from_gpt), "llama": ("Llama", hf_llama_from_gpt)}
+FORMATS = {GPT2: ("GPT-2", hf_model_from_gpt), LLAMA: ("Llama", hf_llama_from_gpt)}
 TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
 README = "README.md"
 
@@ -120,10 +120,10 @@ def hf_format(config: GPTConfig, source: str) -> str:
     fields = dataclasses.asdict(config)
     gpt2 = misfits(GPT2, fields)
     if not gpt2:
-        return "gpt2"
+        return GPT2
     llama = misfits(LLAMA, fields)
     if not llama:
-        return "llama"
+        return LLAMA
 
     def misfit(fields: dict, has: dict, name: str) -> str:
         asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in fields.items())
@@ -131,8 +131,8 @@ def hf_format(config: GPTConfig, source: str) -> str:
 
     raise ValueError(
         f"ckpt_path={source}: nanogpt-export writes Hugging Face's GPT-2 or Llama format, and neither has "
-        f"a place for this model: {misfit(gpt2, required(GPT2), 'GPT-2')}, "
-        f"{misfit(llama, required(LLAMA), 'Llama')}; train with the components of one of them"
+        f"a place for this model: {misfit(gpt2, required(GPT2), FORMATS[GPT2][0])}, "
+        f"{misfit(llama, required(LLAMA), FORMATS[LLAMA][0])}; train with the components of one of them"
     )
 
 
