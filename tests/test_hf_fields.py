@@ -80,6 +80,16 @@ def test_every_gptconfig_field_has_a_rule_for_every_destination():
         assert isinstance(treatment, Treatment), name
         wrong = [d for d in Treatment._fields if not isinstance(getattr(treatment, d), Rule)]
         assert not wrong, f"FIELDS[{name!r}] has no rule for {wrong}"
+        # an export writes a carried value somewhere, and init_from reads it from somewhere
+        for destination in (GPT2, LLAMA):
+            rule = getattr(treatment, destination)
+            assert not isinstance(rule, Carried) or rule.names, (
+                f"FIELDS[{name!r}].{destination} names no field"
+            )
+        rule = treatment.init_from
+        assert not isinstance(rule, Carried) or rule.names or rule.from_hf, (
+            f"FIELDS[{name!r}].init_from reads nothing"
+        )
     assert unlisted(WithANewComponent) == ["new_component"]  # and the check sees a new one
 
 
