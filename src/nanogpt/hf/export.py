@@ -30,20 +30,15 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from nanogpt.data import Tokenizer
-from nanogpt.hf.gpt2 import (
-    GPT2_COMPONENTS,
-    hf_model_from_gpt,
-    hydra_value,
-    non_gpt2_components,
-    write_gpt2_tokenizer,
-)
-from nanogpt.hf.llama import LLAMA_COMPONENTS, hf_llama_from_gpt, non_llama_components
+from nanogpt.hf.fields import GPT2, LLAMA, misfits, required
+from nanogpt.hf.gpt2 import hf_model_from_gpt, hydra_value, write_gpt2_tokenizer
+from nanogpt.hf.llama import hf_llama_from_gpt
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.runs.folder import CHECKPOINTS, CONFIG_FILE, RESULT_FILE
 
 # hf_format's answer -> the format's name and the function that builds it as a transformers model
-FORMATS = {"gpt2": ("GPT-2", hf_model_from_gpt), "llama": ("Llama", hf_llama_from_gpt)}
+FORMATS = {GPT2: ("GPT-2", hf_model_from_gpt), LLAMA: ("Llama", hf_llama_from_gpt)}
 TOKENIZER_FILE = "nanogpt_tokenizer.json"  # our tokenizer's meta(), for tokenizers HF has no files for
 README = "README.md"
 
@@ -121,14 +116,14 @@ def refuse_existing(out_dir: Path, overwrite: bool) -> None:
 
 def hf_format(config: GPTConfig, source: str) -> str:
     """The Hugging Face format that holds ``config``'s model, a key of :data:`FORMATS`; an error naming
-    each option that keeps it out of both."""
-    gpt2 = non_gpt2_components(dataclasses.asdict(config))
-    gpt2.pop("norm_gain", None)  # LayerNorms without a gain export gains of one
+    each option that keeps it out of both (each format's :func:`~nanogpt.hf.fields.required` values)."""
+    fields = dataclasses.asdict(config)
+    gpt2 = misfits(GPT2, fields)
     if not gpt2:
-        return "gpt2"
-    llama = non_llama_components(config)
+        return GPT2
+    llama = misfits(LLAMA, fields)
     if not llama:
-        return "llama"
+        return LLAMA
 
     def misfit(fields: dict, has: dict, name: str) -> str:
         asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in fields.items())
@@ -136,8 +131,8 @@ def hf_format(config: GPTConfig, source: str) -> str:
 
     raise ValueError(
         f"ckpt_path={source}: nanogpt-export writes Hugging Face's GPT-2 or Llama format, and neither has "
-        f"a place for this model: {misfit(gpt2, GPT2_COMPONENTS, 'GPT-2')}, "
-        f"{misfit(llama, LLAMA_COMPONENTS, 'Llama')}; train with the components of one of them"
+        f"a place for this model: {misfit(gpt2, required(GPT2), FORMATS[GPT2][0])}, "
+        f"{misfit(llama, required(LLAMA), FORMATS[LLAMA][0])}; train with the components of one of them"
     )
 
 

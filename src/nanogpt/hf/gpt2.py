@@ -13,6 +13,9 @@ nanoGPT named its weights after Hugging Face's, so a state dict converts key for
   weights nor exports to its format (``nanogpt-export`` writes one with rotary positions, RMSNorm
   and SwiGLU as Llama, :mod:`nanogpt.hf.llama`).
 
+Which GPTConfig field is which, and which GPT2Config field carries it, is the table of
+:mod:`nanogpt.hf.fields`: both directions read it.
+
 ``transformers`` is an optional extra (``pip install 'nanogpt[hf]'``), imported only by the functions
 that need it, so neither ``import nanogpt`` nor a run without ``init_from`` pays for it.
 """
@@ -25,7 +28,6 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,16 @@ import torch
 import yaml
 
 from nanogpt import CONFIG_DIR
+from nanogpt.hf.fields import (
+    ACTIVATIONS,
+    GPT2,
+    INIT_FROM,
+    carried,
+    fields_from_hf,
+    hf_values,
+    misfits,
+    required,
+)
 from nanogpt.model import GPT
 
 if TYPE_CHECKING:
@@ -50,38 +62,26 @@ GPT2_HUB_IDS = {
     "gpt2-large": "openai-community/gpt2-large",  # 774M
     "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
 }
-GPT2_SIZE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size")
-# What the pretrained checkpoints fix beyond those sizes: GPT-2's biases and tied embeddings, the
-# tokenizer's 50257 tokens unpadded (the recipes pad them to 50304 for faster matmuls), and the tanh
-# GELU that GPT-2 was trained with (the recipes use the exact one).
+
+# The GPTConfig fields a pretrained checkpoint fixes, those init_from carries (nanogpt.hf.fields): the
+# weights' shapes and GPT-2's maths (biases, tied embeddings, tanh GELU); dropout stays the user's choice.
+SHAPE_FIELDS = tuple(carried(INIT_FROM))
+# What OpenAI's checkpoints fix beyond their sizes: GPT-2's biases and tied embeddings, the tokenizer's
+# 50257 tokens unpadded (the recipes pad them to 50304 for faster matmuls), and the tanh GELU that
+# GPT-2 was trained with (the recipes use the exact one).
 GPT2_PRETRAINED = dict(vocab_size=50257, bias=True, tie_weights=True, gelu_approximate="tanh")
+# the rest, their sizes, are those of their recipes
+GPT2_SIZE_FIELDS = tuple(k for k in SHAPE_FIELDS if k not in GPT2_PRETRAINED)
 
-# The GPTConfig fields a pretrained checkpoint fixes; dropout stays the user's choice.
-SHAPE_FIELDS = (
-    *("n_layer", "n_head", "n_embd", "block_size", "vocab_size"),  # the weights' shapes
-    *("bias", "tie_weights", "gelu_approximate"),  # and GPT-2's maths: biases, tied embeddings, tanh GELU
-)
-
-# GPT-2's choice of each component GPTConfig offers (GPTConfig's defaults). OpenAI's weights and HF's
-# GPT2LMHeadModel have no place for another: no RoPE, RMSNorm, query/key norms, other MLPs, fewer
-# key/value heads or logit cap. rope_base is not here: with learned positions nothing reads it.
-GPT2_COMPONENTS = dict(
-    position="learned",
-    norm="layernorm",
-    norm_gain=True,
-    qk_norm=False,
-    mlp="gelu",
-    n_kv_head=None,
-    logit_softcap=None,
-)
+# GPT-2's choice of each component GPTConfig offers (GPTConfig's defaults), the values init_from
+# requires (nanogpt.hf.fields). OpenAI's weights and HF's GPT2LMHeadModel have no place for another: no
+# RoPE, RMSNorm, gain-less norms, query/key norms, other MLPs, fewer key/value heads or logit cap.
+GPT2_COMPONENTS = required(INIT_FROM)
 
 # weights HF keeps as Conv1D, (in, out): transposed against our nn.Linear's (out, in)
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # the rows of these are tokens: the export keeps the tokenizer's, dropping our padding rows
 VOCAB_ROWS = ("transformer.wte.weight", "lm_head.weight")
-
-# HF activation_function -> GPTConfig.gelu_approximate (gelu_new and gelu_pytorch_tanh are one function)
-ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 # GPT-2's BPE files as tiktoken downloads and caches them (tiktoken_ext/openai_public.py, gpt2()):
 # its encoder.json is Hugging Face's vocab.json and its vocab.bpe is merges.txt.
@@ -165,16 +165,7 @@ def config_from_hf(hf_config: GPT2Config, source: str) -> dict[str, Any]:
             + "; ".join(unsupported)
             + ". Pass a standard GPT-2 checkpoint"
         )
-    return dict(
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        block_size=c.n_positions,
-        vocab_size=c.vocab_size,
-        bias=True,  # HF's GPT-2 always has biases
-        tie_weights=c.tie_word_embeddings,
-        gelu_approximate=ACTIVATIONS[c.activation_function],
-    )
+    return fields_from_hf(c, INIT_FROM)
 
 
 def model_recipe(name: str) -> dict[str, Any]:
@@ -200,20 +191,6 @@ def pretrained_shape(init_from: str) -> dict[str, Any]:
     return config_from_hf(import_transformers().AutoConfig.from_pretrained(folder), init_from)
 
 
-def non_gpt2_components(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The GPTConfig ``fields`` whose component GPT-2 does not have (:data:`GPT2_COMPONENTS`), with
-    their values. An absent field is GPTConfig's default, which is GPT-2's, so the hyperparameters of
-    a checkpoint saved before the field existed are GPT-2's too."""
-    found = {}
-    for name, gpt2 in GPT2_COMPONENTS.items():
-        value = fields.get(name, gpt2)
-        if name == "n_kv_head" and value == fields.get("n_head"):
-            continue  # one key/value head per query head: GPT-2's multi-head attention, spelled out
-        if value != gpt2:
-            found[name] = value
-    return found
-
-
 def apply_pretrained_shape(
     model_fields: dict[str, Any], shape: dict[str, Any], init_from: str
 ) -> dict[str, Any]:
@@ -223,7 +200,9 @@ def apply_pretrained_shape(
     value that differs from it (an override, or a from-scratch model config such as the default
     ``baby_gpt``) would not fit the weights, so the error names ``model=gpt2_pretrained`` and the values.
     The other fields (``dropout``, ``init_from``, the components) are returned as given; a component
-    GPT-2 does not have (``model.position=rope``, ...) is refused, as its weights have no place for it.
+    GPT-2 does not have (``model.position=rope``, ...) is refused, as its weights have no place for it,
+    and so is a field :mod:`nanogpt.hf.fields` does not list. An absent field is GPTConfig's default,
+    which is GPT-2's, so the hyperparameters of a checkpoint saved before the field existed are too.
     """
     asked = {k: model_fields.get(k) for k in SHAPE_FIELDS}
     conflicts = {k: v for k, v in asked.items() if v is not None and v != shape[k]}
@@ -237,10 +216,10 @@ def apply_pretrained_shape(
             f"model.init_from={init_from} data=shakespeare_gpt2)"
         )
     fields = {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
-    misfits = non_gpt2_components(fields)
-    if misfits:
-        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in misfits.items())
-        gpt2 = " ".join(f"model.{k}={hydra_value(GPT2_COMPONENTS[k])}" for k in misfits)
+    found = misfits(INIT_FROM, {k: v for k, v in fields.items() if k != "init_from"})
+    if found:
+        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in found.items())
+        gpt2 = " ".join(f"model.{k}={hydra_value(GPT2_COMPONENTS[k])}" for k in found)
         raise ValueError(
             f"model.init_from={init_from} starts from GPT-2's weights, which have no place for {asked}; "
             f"pass GPT-2's {gpt2}, or train that model from scratch (e.g. model=gpt2, which has no init_from)"
@@ -314,20 +293,11 @@ def load_pretrained(init_from: str) -> dict[str, torch.Tensor]:
 
 def hf_config_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None) -> GPT2Config:
     """The Hugging Face GPT-2 config of our ``model``, with its vocabulary cut to ``vocab_size``."""
-    c = model.config
+    c = dataclasses.replace(model.config, vocab_size=vocab_size)  # past it: our padding rows
     return import_transformers().GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=c.block_size,
-        n_embd=c.n_embd,
-        n_layer=c.n_layer,
-        n_head=c.n_head,
+        **hf_values(c, GPT2),  # n_positions, n_embd, ...: every field GPT-2 carries (nanogpt.hf.fields)
         n_inner=None,  # 4 * n_embd, as ours
-        activation_function="gelu_new" if c.gelu_approximate == "tanh" else "gelu",
-        resid_pdrop=c.dropout,
-        embd_pdrop=c.dropout,
-        attn_pdrop=c.dropout,
         layer_norm_epsilon=1e-5,  # nn.LayerNorm's default, which ours uses
-        tie_word_embeddings=c.tie_weights,
         bos_token_id=eos_token_id,
         eos_token_id=eos_token_id,
     )
@@ -342,9 +312,8 @@ def hf_model_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None = No
     LayerNorms have no gain gets gains of one (and zero biases): GPT-2's always has both.
     """
     c = model.config
-    misfits = non_gpt2_components(dataclasses.asdict(c))
-    misfits.pop("norm_gain", None)  # a gain of one is none
-    assert not misfits, f"GPT-2 has no place for {misfits}: the caller checks the components first"
+    found = misfits(GPT2, dataclasses.asdict(c))
+    assert not found, f"GPT-2 has no place for {found}: the caller checks the components first"
     if vocab_size > c.vocab_size:
         raise ValueError(f"a {vocab_size}-token vocabulary does not fit a {c.vocab_size}-row model")
     hf = import_transformers().GPT2LMHeadModel(hf_config_from_gpt(model, vocab_size, eos_token_id))

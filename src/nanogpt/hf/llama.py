@@ -15,54 +15,42 @@ computes its logits. What differs is only where the weights are kept:
 
 ``torch.nn.RMSNorm`` divides by ``sqrt(mean(x²) + eps)`` with float32's machine epsilon, which the
 config writes as ``rms_norm_eps``; Llama's own 1e-6 or 1e-5 would move the logits slightly.
+
+Which GPTConfig field LlamaConfig carries, and as what, is the table of :mod:`nanogpt.hf.fields`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 from packaging.version import Version
 
+from nanogpt.hf.fields import LLAMA, hf_values, misfits, required
 from nanogpt.hf.gpt2 import import_transformers
-from nanogpt.model import GPT, GPTConfig
+from nanogpt.model import GPT
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-# Llama's choice of each component GPTConfig offers; norm_gain, n_kv_head, bias and tie_weights may be
-# either. HF's Llama has no place for learned positions, LayerNorm, GELU or ReLU², query/key norms or a
-# logit cap.
-LLAMA_COMPONENTS = dict(position="rope", norm="rmsnorm", mlp="swiglu", qk_norm=False, logit_softcap=None)
+# Llama's choice of each component GPTConfig offers (nanogpt.hf.fields); norm_gain, n_kv_head, bias and
+# tie_weights may be either. HF's Llama has no place for learned positions, LayerNorm, GELU or ReLU²,
+# query/key norms or a logit cap.
+LLAMA_COMPONENTS = required(LLAMA)
 # mlp_bias came in transformers 4.41; an older one would build a Llama without the MLP's biases
 MLP_BIAS_SINCE = "4.41"
 
 
-def non_llama_components(config: GPTConfig) -> dict[str, Any]:
-    """The fields of ``config`` whose component Llama does not have (:data:`LLAMA_COMPONENTS`), with
-    their values."""
-    return {k: getattr(config, k) for k, llama in LLAMA_COMPONENTS.items() if getattr(config, k) != llama}
-
-
 def hf_llama_config_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None) -> LlamaConfig:
     """The Hugging Face Llama config of our ``model``, with its vocabulary cut to ``vocab_size``."""
-    c = model.config
+    c = dataclasses.replace(model.config, vocab_size=vocab_size)  # past it: our padding rows
     return import_transformers().LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=c.n_embd,
+        # hidden_size, num_key_value_heads, rope_theta, ...: every field Llama carries (nanogpt.hf.fields)
+        **hf_values(c, LLAMA),
         intermediate_size=c.mlp_hidden,
-        num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head,
-        num_key_value_heads=c.kv_heads,
         hidden_act="silu",
-        max_position_embeddings=c.block_size,  # our rope tables' length: the model reads no more
         rms_norm_eps=torch.finfo(torch.float32).eps,  # nn.RMSNorm's eps=None in float32
-        # transformers 5 keeps it as rope_parameters["rope_theta"], 4 as rope_theta: both take this
-        rope_theta=float(c.rope_base),
-        attention_bias=c.bias,
-        mlp_bias=c.bias,
-        attention_dropout=c.dropout,
-        tie_word_embeddings=c.tie_weights,
         # Llama's defaults (1 and 2) are tokens of Meta's vocabulary, not ours
         bos_token_id=eos_token_id,
         eos_token_id=eos_token_id,
@@ -107,7 +95,7 @@ def llama_state_dict(model: GPT, vocab_size: int) -> dict[str, torch.Tensor]:
 def hf_llama_from_gpt(model: GPT, vocab_size: int, eos_token_id: int | None = None) -> LlamaForCausalLM:
     """Our ``model`` as a ``LlamaForCausalLM`` whose logits over the first ``vocab_size`` tokens are ours."""
     c = model.config
-    assert not non_llama_components(c), "the caller checks the components first"
+    assert not misfits(LLAMA, dataclasses.asdict(c)), "the caller checks the components first"
     if vocab_size > c.vocab_size:
         raise ValueError(f"a {vocab_size}-token vocabulary does not fit a {c.vocab_size}-row model")
     transformers = import_transformers()
