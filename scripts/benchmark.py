@@ -70,14 +70,15 @@ def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
 
     from nanogpt.data import CorpusConfig, EvalWindows, TrainWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
-    from nanogpt.schedule import warmup_cosine_factor
+    from nanogpt.schedule import fitted_warmup, warmup_cosine_factor
+    from nanogpt.training.spec import model_fields  # imports no Lightning
 
     cfg = compose(overrides)
     d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
     torch.manual_seed(cfg.seed)
     corpus = prepare_corpus(CorpusConfig.from_data(d))
-    fields = {k: v for k, v in m.items() if k != "vocab_size"}
-    model = GPT(GPTConfig(**fields, vocab_size=corpus.vocab_size))
+    # the model nanogpt-train builds from the same config
+    model = GPT(GPTConfig(**model_fields(m, vocab_size=corpus.vocab_size)))
     # the optimizer nanogpt-train builds: the optimizer group's factory over the model's parameter groups
     optimizer = instantiate(o)(model.param_groups())
     dtype = corpus.meta.dtype
@@ -93,13 +94,15 @@ def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
         model.train()
         return sum(losses) / len(losses)
 
+    # a run shorter than its warm-up warms up over a tenth of it, as nanogpt-train's does
+    warmup = fitted_warmup(s.warmup_steps, s.decay_steps)
     out.mkdir(parents=True, exist_ok=True)
     best = float("inf")
     timings: dict[str, list[float]] = {name: [] for name in PHASES}
     clock = time.perf_counter
     for step in range(t.max_steps):
         start = clock()
-        lr = o.lr * warmup_cosine_factor(step, s.warmup_steps, s.decay_steps, s.min_lr_ratio)
+        lr = o.lr * warmup_cosine_factor(step, warmup, s.decay_steps, s.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = next(train_batches)
@@ -160,13 +163,13 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
 
     from nanogpt.data import CorpusConfig, EvalWindows, prepare_corpus
     from nanogpt.model import GPT, GPTConfig
+    from nanogpt.training.spec import model_fields
 
     cfg = compose(overrides)
     d = cfg.data
     # the runs prepared this text already, so this only finds and checks its folder
     corpus = prepare_corpus(CorpusConfig.from_data(d))
-    fields = {k: v for k, v in cfg.model.items() if k != "vocab_size"}
-    model = GPT(GPTConfig(**fields, vocab_size=corpus.vocab_size))
+    model = GPT(GPTConfig(**model_fields(cfg.model, vocab_size=corpus.vocab_size)))
     model.load_state_dict(state_dict)
     model.eval()
     total, count = 0.0, 0
