@@ -66,6 +66,19 @@ def compose(overrides: list[str]):
         return hydra_compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", *overrides])
 
 
+def model_config(model, vocab_size: int):
+    """The model nanogpt-train builds from ``cfg.model`` and the data's vocabulary, as
+    ``nanogpt.training.spec.model_fields`` spells it for a run that starts from scratch (that module
+    imports Lightning, which the plain loop must not)."""
+    from omegaconf import OmegaConf
+
+    from nanogpt.model import GPTConfig
+
+    fields = OmegaConf.to_container(model, resolve=True)
+    fields.pop("init_from", None)  # where weights start from, not the architecture; None here
+    return GPTConfig(**{**fields, "vocab_size": fields.get("vocab_size") or vocab_size})
+
+
 def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
     """nanoGPT's train.py loop, reduced to what the recipe uses, over nanogpt's model and data.
 
@@ -76,16 +89,14 @@ def plain_loop(out: Path, overrides: list[str], phases: bool = False) -> None:
     from hydra.utils import instantiate
 
     from nanogpt.data import CorpusConfig, EvalWindows, TrainWindows, prepare_corpus
-    from nanogpt.model import GPT, GPTConfig
+    from nanogpt.model import GPT
     from nanogpt.schedule import fitted_warmup, warmup_cosine_factor
-    from nanogpt.training.spec import model_fields  # imports no Lightning
 
     cfg = compose(overrides)
     d, m, o, s, t = cfg.data, cfg.model, cfg.optimizer, cfg.scheduler, cfg.trainer
     torch.manual_seed(cfg.seed)
     corpus = prepare_corpus(CorpusConfig.from_data(d))
-    # the model nanogpt-train builds from the same config
-    model = GPT(GPTConfig(**model_fields(m, vocab_size=corpus.vocab_size)))
+    model = GPT(model_config(m, corpus.vocab_size))
     # the optimizer nanogpt-train builds: the optimizer group's factory over the model's parameter groups
     optimizer = instantiate(o)(model.param_groups())
     dtype = corpus.meta.dtype
@@ -156,14 +167,13 @@ def full_val_loss(state_dict: dict, overrides: list[str]) -> float:
     import torch
 
     from nanogpt.data import CorpusConfig, EvalWindows, prepare_corpus
-    from nanogpt.model import GPT, GPTConfig
-    from nanogpt.training.spec import model_fields
+    from nanogpt.model import GPT
 
     cfg = compose(overrides)
     d = cfg.data
     # the runs prepared this text already, so this only finds and checks its folder
     corpus = prepare_corpus(CorpusConfig.from_data(d))
-    model = GPT(GPTConfig(**model_fields(cfg.model, vocab_size=corpus.vocab_size)))
+    model = GPT(model_config(cfg.model, corpus.vocab_size))
     model.load_state_dict(state_dict)
     model.eval()
     total, count = 0.0, 0
