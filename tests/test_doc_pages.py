@@ -12,7 +12,9 @@ DOC = ROOT / "docs" / "architecture.md"
 def test_every_path_the_architecture_page_names_exists():
     text = DOC.read_text()
     paths = set(
-        re.findall(r"\b((?:src/nanogpt|configs|scripts|tests|docs)/[\w/.-]+\.(?:py|yaml|md))\b", text)
+        re.findall(
+            r"\b((?:src/nanogpt|configs|scripts|benchmarks|tests|docs)/[\w/.-]+\.(?:py|yaml|md))\b", text
+        )
     )
     assert len(paths) > 20  # the page names the modules by their paths
     missing = sorted(p for p in paths if not (ROOT / p).is_file())

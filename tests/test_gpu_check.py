@@ -1,6 +1,6 @@
-"""scripts/gpu_check.py --dry-run: every row's command runs on the CPU and the table reads numbers from it.
+"""`python -m benchmarks gpu_check --dry-run`: every row's command runs on the CPU, the table reads numbers.
 
-The script's real run needs a GPU; the dry run takes the same path (commands, logs, parsing, the
+The real run needs a GPU; the dry run takes the same path (commands, logs, parsing, the
 table) at tiny shapes, so a renamed option or metric breaks this test rather than the one GPU run.
 """
 
@@ -35,7 +35,8 @@ def test_the_dry_run_fills_every_row_with_numbers(text_path, tmp_path):
     env = {**os.environ, "NANOGPT_SHAKESPEARE_PATH": str(text_path), "PYTHONWARNINGS": "ignore"}
     out = tmp_path / "check"
     # a val target the tiny runs reach, so the time-to-target path is read too
-    command = [sys.executable, "scripts/gpu_check.py", "--dry-run", "--out", str(out), "--val-target", "4.0"]
+    command = [sys.executable, "-m", "benchmarks", "gpu_check", "--dry-run", "--out", str(out)]
+    command += ["--val-target", "4.0"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

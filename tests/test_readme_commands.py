@@ -7,8 +7,8 @@
 - The ``nanogpt-train`` commands that can train on this machine's CPU, offline, and need no file of
   the user's are run, each set of overrides once, shortened with ``debug=fdr``: one training and one
   validation batch (a sweep: its first job).
-- Every ``python scripts/...`` command names a script that exists, a mode it has and flags it takes
-  (its ``--help``); ``nanogpt-report`` likewise.
+- Every ``python -m benchmarks <suite> ...`` command names a suite that exists, a mode it has and
+  flags it takes (its ``--help``); ``python scripts/...`` (the tools) and ``nanogpt-report`` likewise.
 
 The two set-up commands at the top of the README are CI's own: ``.ci/run`` runs the second.
 """
@@ -31,6 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import open_dict
 
+from benchmarks.suites import SUITES
 from nanogpt import CONFIG_DIR
 from nanogpt.cli.train import OPTIONAL_GROUPS
 from nanogpt.training.job import train
@@ -43,7 +44,9 @@ CONFIGS = {
     "nanogpt-eval": "eval",
     "nanogpt-export": "export",
 }
-INLINE = re.compile(r"`((?:nanogpt-(?:train|sample|eval|export|report)|python scripts/|torchrun )[^`]*)`")
+INLINE = re.compile(
+    r"`((?:nanogpt-(?:train|sample|eval|export|report)|python scripts/|python -m benchmarks|torchrun )[^`]*)`"
+)
 
 
 def _substitute_subshells(line: str) -> str:
@@ -83,6 +86,9 @@ def _program(tokens: list[str]) -> tuple[str, list[str]]:
         return "nanogpt-train", tokens[tokens.index("nanogpt.cli.train") + 1 :]
     if name in ("python", "python3") and len(tokens) > 1 and tokens[1].startswith("scripts/"):
         return tokens[1], tokens[2:]
+    if name in ("python", "python3") and tokens[1:3] == ["-m", "benchmarks"]:  # python -m benchmarks <suite>
+        suite = tokens[3:4] if len(tokens) > 3 and not tokens[3].startswith("-") else []
+        return " ".join(["benchmarks", *suite]), tokens[3 + len(suite) :]
     return name, tokens[1:]
 
 
@@ -137,12 +143,14 @@ def compose_command(config_name: str, overrides: list[str], hydra: bool):
 
 OURS = [c for c in shown_commands() if c[1] in CONFIGS]
 TRAIN = [c for c in OURS if c[1] == "nanogpt-train"]
-SCRIPTS = [c for c in shown_commands() if c[1].startswith("scripts/") or c[1] == "nanogpt-report"]
+SCRIPTS = [
+    c for c in shown_commands() if c[1].startswith(("scripts/", "benchmarks")) or c[1] == "nanogpt-report"
+]
 
 
 def test_the_pages_show_commands_of_every_kind():
     assert len(TRAIN) >= 30 and {c[1] for c in OURS} == set(CONFIGS)
-    assert {"scripts/benchmark.py", "scripts/benchmark_sample.py", "nanogpt-report"} <= {
+    assert {"benchmarks train", "benchmarks sample", "scripts/compare_runs.py", "nanogpt-report"} <= {
         c[1] for c in SCRIPTS
     }
 
@@ -213,12 +221,13 @@ def test_every_cpu_training_command_shown_trains_one_batch(
 
 @cache
 def help_text(program: str) -> str:
-    cmd = (
-        [sys.executable, str(ROOT / program)]
-        if program.startswith("scripts/")
-        else [str(Path(sys.executable).with_name(program))]
-    )
-    done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    if program.startswith("scripts/"):
+        cmd = [sys.executable, str(ROOT / program)]
+    elif program.startswith("benchmarks"):
+        cmd = [sys.executable, "-m", *program.split()]
+    else:
+        cmd = [str(Path(sys.executable).with_name(program))]
+    done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, f"{program} --help failed: {done.stderr[-1000:]}"
     return done.stdout
 
@@ -227,6 +236,9 @@ def help_text(program: str) -> str:
 def test_every_script_command_shown_names_a_real_mode_and_flags(where, program, args):
     if program.startswith("scripts/"):
         assert (ROOT / program).is_file(), f"{where}: no {program}"
+    if program.startswith("benchmarks"):
+        suites = {"benchmarks", *(f"benchmarks {suite}" for suite in SUITES)}
+        assert program in suites, f"{where}: {program!r} names no suite of {SUITES}"
     text = help_text(program)
     flags = [a.split("=")[0] for a in args if a.startswith("--")]
     assert all(flag in text for flag in flags), f"{where}: {program} takes none of {flags}"

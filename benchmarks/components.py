@@ -8,32 +8,34 @@ random order each round, so a machine that slows down (other work, heat) slows t
 table gives each one's median over the rounds and its ratio to GPT-2 with AdamW. The ratio is what
 carries over between machines and days.
 
-    python scripts/benchmark_components.py                    # 1 CPU thread, 8 rounds of 25 steps
-    python scripts/benchmark_components.py --threads 2 --rounds 12
+    python -m benchmarks components                    # 1 CPU thread, 8 rounds of 25 steps
+    python -m benchmarks components --threads 2 --rounds 12
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
+from benchmarks.stats import Spread, alternate
+from benchmarks.suites import parser
+from benchmarks.table import markdown
+from nanogpt import CONFIG_DIR
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.optimizers import adamw, muon
 
 SHAPE = dict(block_size=64, vocab_size=65, n_layer=4, n_head=4, n_embd=128, bias=False, dropout=0.0)
-MODERN = dict(
-    position="rope",
-    norm="rmsnorm",
-    norm_gain=False,
-    qk_norm=True,
-    mlp="relu2",
-    logit_softcap=15.0,
-    tie_weights=False,
-)
+# the components of model=gpt_modern, whose shape is SHAPE's
+MODERN = {
+    key: value
+    for key, value in OmegaConf.load(Path(CONFIG_DIR) / "model" / "gpt_modern.yaml").items()
+    if key not in (*SHAPE, "defaults")
+}
 # name: (model fields over SHAPE, optimizer): the ablation's choices, then the presets
 CHOICES = {
     "gpt2": ({}, "adamw"),
@@ -61,44 +63,34 @@ def build(fields: dict, optimizer: str) -> tuple[GPT, torch.optim.Optimizer]:
     return model, adamw(groups, lr=6e-3, betas=(0.9, 0.99), weight_decay=0.1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds over every choice (default 8)")
-    parser.add_argument(
-        "--steps", type=int, default=25, help="training steps per choice per round (default 25)"
-    )
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    cli = parser("components", __doc__)
+    cli.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    cli.add_argument("--rounds", type=int, default=8, help="rounds over every choice (default 8)")
+    cli.add_argument("--steps", type=int, default=25, help="training steps per choice per round (default 25)")
+    args = cli.parse_args(argv)
     torch.set_num_threads(args.threads)
     built = {name: build(*choice) for name, choice in CHOICES.items()}
     x = torch.randint(0, SHAPE["vocab_size"], (12, SHAPE["block_size"]))  # (B, T): the recipe's batch
-    ms: dict[str, list[float]] = {name: [] for name in CHOICES}
-    order = list(built)
-    shuffle = random.Random(0)
-    for round_ in range(args.rounds + 1):  # round 0 warms up the allocator and kernels, untimed
-        shuffle.shuffle(order)  # no choice always runs first, or right after the same one
-        for name in order:
-            model, optimizer = built[name]
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                _, loss = model(x, x)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if round_:
-                ms[name].append((time.perf_counter() - start) / args.steps * 1000)
+
+    def ms_per_step(name: str, r: int) -> float:
+        model, optimizer = built[name]
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            _, loss = model(x, x)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return (time.perf_counter() - start) / args.steps * 1000
+
+    # one untimed round warms up the allocator and kernels
+    ms = alternate(list(CHOICES), args.rounds, ms_per_step, shuffle=random.Random(0), warmup=1)
     base = statistics.median(ms["gpt2"])
     print(f"training step, CPU recipe shape (batch 12 x 64), {args.threads} thread(s), {args.rounds} rounds")
-    print("| choice | parameters | ms/step (median) | min-max | x GPT-2 + AdamW |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name, times in ms.items():
+        spread = Spread.of(times)
         n = sum(p.numel() for p in built[name][0].parameters())
-        med = statistics.median(times)
-        print(f"| {name} | {n:,} | {med:.1f} | {min(times):.1f}-{max(times):.1f} | {med / base:.2f} |")
-
-
-if __name__ == "__main__":
-    main()
+        rows.append((name, f"{n:,}", f"{spread.median:.1f}", spread.range(1), f"{spread.median / base:.2f}"))
+    print(markdown(["choice", "parameters", "ms/step (median)", "min-max", "x GPT-2 + AdamW"], rows))

@@ -8,18 +8,19 @@ tokens; random weights, or a checkpoint's), generates the same tokens three ways
   (the reference the cache is tested against; identical tokens);
 - ``recompute, sliding window``: nanoGPT's loop, the last ``block_size`` tokens every step.
 
-    python scripts/benchmark_generate.py                       # 500 tokens, 1 CPU thread
-    python scripts/benchmark_generate.py --ckpt runs/shakespeare_char/<time> --device cuda
+    python -m benchmarks generate                       # 500 tokens, 1 CPU thread
+    python -m benchmarks generate --ckpt runs/shakespeare_char/<time> --device cuda
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Iterator
 
 import torch
 
+from benchmarks.suites import parser
+from benchmarks.table import markdown
 from nanogpt.model import GPT, GPTConfig, sample_next
 from nanogpt.runs.checkpoint import load_checkpoint
 
@@ -57,18 +58,16 @@ def timed(
 
 
 @torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--ckpt", help="a checkpoint or run folder; default: random shakespeare_char weights")
-    parser.add_argument("--new-tokens", type=int, default=500)
-    parser.add_argument("--prompt-tokens", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    parser.add_argument("--seed", type=int, default=1337)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    cli = parser("generate", __doc__)
+    cli.add_argument("--ckpt", help="a checkpoint or run folder; default: random shakespeare_char weights")
+    cli.add_argument("--new-tokens", type=int, default=500)
+    cli.add_argument("--prompt-tokens", type=int, default=1)
+    cli.add_argument("--batch-size", type=int, default=1)
+    cli.add_argument("--device", default="cpu")
+    cli.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    cli.add_argument("--seed", type=int, default=1337)
+    args = cli.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -103,15 +102,16 @@ def main() -> None:
         f"prompt, batch {args.batch_size}, {device}"
         + (f", {args.threads} thread(s)" if device.type == "cpu" else "")
     )
-    print(f"{'method':<28}{'tokens/s':>10}{'first token ms':>16}{'total s':>9}{'speed-up':>10}")
     cached_total = results["kv cache"][1]
-    for name, (first, total, _) in results.items():
-        speedup = total / cached_total
-        print(
-            f"{name:<28}{n * args.batch_size / total:>10.1f}{first * 1e3:>16.1f}{total:>9.2f}{speedup:>9.1f}x"
+    rows = [
+        (
+            name,
+            f"{n * args.batch_size / total:.1f}",
+            f"{first * 1e3:.1f}",
+            f"{total:.2f}",
+            f"{total / cached_total:.1f}x",
         )
+        for name, (first, total, _) in results.items()
+    ]
+    print(markdown(["method", "tokens/s", "first token ms", "total s", "speed-up"], rows, right=range(1, 5)))
     print("(speed-up: how much longer than the kv cache a method takes)")
-
-
-if __name__ == "__main__":
-    main()

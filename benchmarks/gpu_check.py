@@ -1,10 +1,10 @@
-"""The GPU recipes, checked on one GPU in one command: a markdown table of what ran and what it reached.
+"""The GPU recipes on one GPU in one command: a markdown table of what ran and what it reached.
 
-    python scripts/gpu_check.py                              # the checks on one H100/H200 (aim: <= 8 min)
-    python scripts/gpu_check.py --nanogpt ~/nanoGPT          # also nanoGPT's own shakespeare_char run
-    python scripts/gpu_check.py --only gpt2,fsdp --out runs/gpu_check   # some checks, runs kept
-    python scripts/gpu_check.py --peak-flops 989.4e12        # MFU against a peak you give
-    python scripts/gpu_check.py --dry-run --out /tmp/check   # the same rows on the CPU at tiny shapes
+    python -m benchmarks gpu_check                              # the checks on one H100/H200 (aim: <= 8 min)
+    python -m benchmarks gpu_check --nanogpt ~/nanoGPT          # also nanoGPT's own shakespeare_char run
+    python -m benchmarks gpu_check --only gpt2,fsdp --out runs/gpu_check   # some checks, runs kept
+    python -m benchmarks gpu_check --peak-flops 989.4e12        # MFU against a peak you give
+    python -m benchmarks gpu_check --dry-run --out /tmp/check   # the same rows on the CPU at tiny shapes
 
 One row per check:
 
@@ -19,7 +19,9 @@ One row per check:
 - ``fsdp``: ``trainer=fsdp model=gpt2_medium`` on one GPU for 20 steps: completes, tokens/s, peak memory.
 
 Each check is its own process with its own timeout; its output (with the seconds since launch in
-front of every line) and its run folder are kept in ``--out``. A check that fails to run is a row
+front of every line) and its run folder are kept in ``--out``. The training rows read what no logger
+records (device, FLOPs per token, peak GPU memory) from :class:`benchmarks.probes.RunFacts`, a
+callback on their command line. A check that fails to run is a row
 saying what failed, with the last lines of its log, and makes the exit status 1; a target missed is
 only "no" in the ``met?`` column.
 
@@ -33,26 +35,19 @@ Set NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt when offline (nanoGPT's data is 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import csv
 import json
 import os
 import re
-import shlex
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN = str(Path(sys.executable).with_name("nanogpt-train"))
+from benchmarks import logged, nanogpt_ref, text
+from benchmarks.process import ROOT, Run, console_script, output_folder, run
+from benchmarks.suites import parser
+from benchmarks.table import markdown
+from nanogpt.runs.folder import Result, RunDir
 
 # nanoGPT's train_shakespeare_char reaches 1.4697 in about 3 minutes on an A100
 VAL_TARGET = 1.47
@@ -71,10 +66,10 @@ PEAK_BF16 = (
 )
 DRY_RUN_PEAK = 1e11  # a nominal CPU peak, so the dry run's MFU is a number
 
-# the line the probe callback prints when training ends
-PROBE = "gpu_check probe: "
+# the tag before the JSON that benchmarks.probes.RunFacts prints when training ends
+FACTS = "gpu_check probe: "
 
-# what makes a training row a pure throughput run (scripts/benchmark.py perf): no BLEU, one
+# what makes a training row a pure throughput run (python -m benchmarks train perf): no BLEU, one
 # validation batch, no periodic checkpoints, rates over 10-step windows from step 0 (no warm-up)
 PERF = [
     "callbacks.bleu=null",
@@ -123,106 +118,12 @@ NANOGPT_TINY = [
 ]
 
 
-def probe():
-    """A Lightning callback (a Hydra ``_target_`` of the training rows) that prints, when training
-    ends, what no logger records: the device, the model's FLOPs per token and the peak GPU memory.
-
-    Built here so that the script itself never imports Lightning.
-    """
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-    from nanogpt.training.callbacks.throughput import ThroughputLogger
-
-    class Probe(Callback):
-        def on_train_end(self, trainer, pl_module) -> None:
-            if trainer.global_rank != 0:
-                return
-            device = trainer.strategy.root_device
-            cuda = device.type == "cuda"
-            throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputLogger))
-            facts = {
-                "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-                "flops_per_token": throughput.flops_per_token,
-                "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
-            }
-            print(PROBE + json.dumps(facts), flush=True)
-
-    return Probe()
-
-
-@dataclass
-class Run:
-    """One finished process: exit status, wall seconds, its output lines with the seconds since
-    launch at which each arrived, and its peak RSS."""
-
-    command: list[str]
-    log: Path
-    returncode: int
-    wall: float
-    lines: list[tuple[float, str]]
-    peak_rss_mib: float
-    timed_out: bool
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
-
-    def tail(self, n: int = 4) -> str:
-        text = [line.strip() for _, line in self.lines if line.strip()]
-        return " / ".join(text[-n:])[-400:]
-
-    def failure(self) -> str:
-        why = f"timed out after {self.wall:.0f} s" if self.timed_out else f"exit {self.returncode}"
-        return f"failed ({why}; {self.log}): {self.tail()}"
-
-    def probed(self) -> dict:
-        """What the probe callback printed when training ended."""
-        for _, line in self.lines:
-            if line.startswith(PROBE):
-                return json.loads(line.removeprefix(PROBE))
-        raise ValueError(f"no '{PROBE.strip()}' line in {self.log}")
-
-
-def run(command: list[str], log: Path, timeout: float, env: dict[str, str], cwd: Path = ROOT) -> Run:
-    """Run ``command``, writing each output line to ``log`` as it arrives, behind its time since launch.
-
-    The command gets its own process group, so that the timeout also ends the processes it started
-    (DataLoader workers, compile workers).
-    """
-    lines: list[tuple[float, str]] = []
-    timed_out = threading.Event()
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-
-    def kill() -> None:
-        timed_out.set()
-        with contextlib.suppress(ProcessLookupError):  # it ended just now
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    timer = threading.Timer(timeout, kill)
-    timer.daemon = True  # never what keeps this script from exiting
-    timer.start()
-    with open(log, "w") as f:
-        f.write(f"$ {shlex.join(command)}\n")
-        for line in proc.stdout:
-            seconds = time.perf_counter() - start
-            lines.append((seconds, line.rstrip("\n")))
-            f.write(f"{seconds:8.2f}  {line}")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    timer.cancel()
-    wall = time.perf_counter() - start
-    return Run(command, log, proc.returncode, wall, lines, usage.ru_maxrss / 1024, timed_out.is_set())
+def facts(done: Run) -> dict:
+    """What the RunFacts callback printed when training ended."""
+    for _, line in done.lines:
+        if line.startswith(FACTS):
+            return json.loads(line.removeprefix(FACTS))
+    raise ValueError(f"no '{FACTS.strip()}' line in {done.log}")
 
 
 @dataclass
@@ -246,18 +147,6 @@ def last_wins(overrides: list[str]) -> list[str]:
 
 def yes(condition: bool) -> str:
     return "yes" if condition else "no"
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def median_after_first_window(rows: list[dict[str, str]], key: str) -> float | None:
-    """The median of ``key`` past its first logged window (compile and warm-up left out)."""
-    values = [float(r[key]) for r in rows if r.get(key)]
-    later = values[1:] or values
-    return statistics.median(later) if later else None
 
 
 def peak_flops_of(device: str, given: float | None, dry_run: bool) -> tuple[float | None, str]:
@@ -316,15 +205,8 @@ class Checks:
         self.peak_flops = peak_flops
         self.val_target = val_target
         self.nanogpt_checkout = nanogpt
-        self.env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",  # lines arrive when printed, so their times are true
-            # the training rows import the probe callback from this script, the dry run's FSDP row
-            # tests.fsdp_on_cpu from the repository
-            "PYTHONPATH": os.pathsep.join(
-                p for p in [str(ROOT / "scripts"), os.environ.get("PYTHONPATH"), str(ROOT)] if p
-            ),
-        }
+        # lines arrive when printed, so their times are true
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if dry_run:
             self.env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU, even on a machine with a GPU
         self.timeout = 120.0 if dry_run else None
@@ -335,14 +217,15 @@ class Checks:
         """``nanogpt-train`` with ``overrides`` into ``<out>/<name>``, the data prepared in ``<out>/data``;
         in a dry run, at the tiny shapes with ``on_cpu`` (how this row runs on the CPU) on top."""
         overrides = [*overrides, f"hydra.run.dir={self.out / name}", f"paths.data_dir={self.out / 'data'}"]
-        overrides.append("+callbacks.gpu_check._target_=gpu_check.probe")
+        overrides.append("+callbacks.gpu_check._target_=benchmarks.probes.RunFacts")
         if self.dry_run:
             overrides = last_wins([*overrides, *TINY, *on_cpu])
-        return run([TRAIN, *overrides], self.out / f"{name}.log", self.timeout or timeout, self.env)
+        command = [console_script("nanogpt-train"), *overrides]
+        return run(command, self.out / f"{name}.log", env=self.env, cwd=ROOT, timeout=self.timeout or timeout)
 
     def pytest(self, row: Row) -> None:
         command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-n", "0", "-q"]
-        done = run(command, self.out / "pytest.log", self.timeout or 240, self.env)
+        done = run(command, self.out / "pytest.log", env=self.env, cwd=ROOT, timeout=self.timeout or 240)
         summary = next(
             (line for _, line in reversed(done.lines) if re.search(r"\d+ \w+.* in [\d.]+s", line)), None
         )
@@ -366,8 +249,8 @@ class Checks:
             row.result, row.met = done.failure(), "failed"
             return
         run_dir = self.out / "shakespeare_char"
-        metrics = read_csv(run_dir / "csv" / "metrics.csv")
-        result = json.loads((run_dir / "result.json").read_text())
+        metrics = logged.metrics(run_dir)
+        result = Result.read(run_dir)
         # perf/train_s: seconds since training started (compile and earlier validations included),
         # logged on the loggers' steps, which the validations' steps are among
         train_s = {int(r["step"]): float(r["perf/train_s"]) for r in metrics if r.get("perf/train_s")}
@@ -376,8 +259,8 @@ class Checks:
             int(m[1]): t for t, line in done.lines if (m := re.match(r"step (\d+)/\d+\s+val/loss", line))
         }
         end = (
-            f"final val {result['final_val_loss']:.4f} (best.ckpt, whole val split), best "
-            f"{result['best_val_loss']:.4f}; {result['step']} steps in {max(train_s.values()):.1f} s"
+            f"final val {result.final_val_loss:.4f} (best.ckpt, whole val split), best "
+            f"{result.best_val_loss:.4f}; {result.step} steps in {max(train_s.values()):.1f} s"
         )
         reached = next((step for step, loss in vals if loss <= self.val_target), None)
         if reached is None:
@@ -395,31 +278,20 @@ class Checks:
         if checkout is None:
             row.result, row.met = "not run: pass --nanogpt PATH (a checkout of karpathy/nanoGPT)", "skipped"
             return
-        # a copy of the files it uses, so that the checkout is left as it was
-        here = self.out / "nanogpt"
-        for name in ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py"):
-            (here / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(checkout / name, here / name)
-        data = here / "data" / "shakespeare_char"
-        data.mkdir(parents=True, exist_ok=True)
-        shutil.copy(checkout / "data" / "shakespeare_char" / "prepare.py", data)
         # prepare.py downloads input.txt only when it is missing: give it the text the other rows
         # train on (NANOGPT_SHAKESPEARE_PATH, else what the shakespeare_char row downloaded)
-        text = (
-            os.environ.get("NANOGPT_SHAKESPEARE_PATH") or self.out / "data" / "shakespeare_char" / "input.txt"
-        )
-        if Path(text).is_file():
-            shutil.copy(text, data / "input.txt")
-        prepared = run(
-            [sys.executable, "prepare.py"], self.out / "nanogpt_prepare.log", 120, self.env, cwd=data
-        )
+        here = nanogpt_ref.copy(checkout, self.out / "nanogpt", nanogpt_ref.TRAIN_FILES)
+        downloaded = self.out / "data" / "shakespeare_char" / "input.txt"
+        shakespeare = text.shakespeare(None) or (downloaded if downloaded.is_file() else None)
+        log = self.out / "nanogpt_prepare.log"
+        prepared = nanogpt_ref.prepare(checkout, here, "shakespeare_char", shakespeare, log, timeout=120)
         if not prepared.ok:
             row.result, row.met = prepared.failure(), "failed"
             return
         argv = [sys.executable, "train.py", "config/train_shakespeare_char.py", f"--out_dir={here / 'out'}"]
         if self.dry_run:
             argv += NANOGPT_TINY
-        done = run(argv, self.out / "nanogpt.log", self.timeout or 300, self.env, cwd=here)
+        done = run(argv, self.out / "nanogpt.log", env=self.env, cwd=here, timeout=self.timeout or 300)
         evals = [
             (t, int(m[1]), float(m[2]))
             for t, line in done.lines
@@ -454,22 +326,22 @@ class Checks:
         if not done.ok:
             row.result, row.met = done.failure(), "failed"
             return
-        metrics = read_csv(self.out / "gpt2" / "csv" / "metrics.csv")
+        metrics = logged.metrics(self.out / "gpt2")
         steps = max(int(r["step"]) for r in metrics)
-        tokens = median_after_first_window(metrics, "perf/tokens_per_s")
-        facts = done.probed()
-        flops, peak = peak_flops_of(facts["device"], self.peak_flops, self.dry_run)
+        tokens = logged.median_after_first_window(metrics, "perf/tokens_per_s")
+        probed = facts(done)
+        flops, peak = peak_flops_of(probed["device"], self.peak_flops, self.dry_run)
         row.result = (
-            f"{tokens:,.0f} tokens/s over {steps} steps, {facts['flops_per_token'] / 1e6:.0f}M FLOPs/token"
+            f"{tokens:,.0f} tokens/s over {steps} steps, {probed['flops_per_token'] / 1e6:.0f}M FLOPs/token"
         )
         if flops is None:
             row.result += f"; MFU unknown: no peak FLOP/s for {peak} (pass --peak-flops)"
             row.met = "unknown"
         else:
-            mfu = tokens * facts["flops_per_token"] / flops
+            mfu = tokens * probed["flops_per_token"] / flops
             row.result += f"; MFU {mfu:.1%} of {peak}"
             row.met = yes(mfu >= MFU_TARGET)
-        lightning = median_after_first_window(metrics, "perf/mfu")
+        lightning = logged.median_after_first_window(metrics, "perf/mfu")
         if lightning is not None:
             row.result += f"; Lightning's perf/mfu {lightning:.1%}"
 
@@ -486,57 +358,41 @@ class Checks:
             row.result, row.met = done.failure(), "failed"
             return
         run_dir = self.out / "fsdp"
-        result = json.loads((run_dir / "result.json").read_text())
-        tokens = median_after_first_window(read_csv(run_dir / "csv" / "metrics.csv"), "perf/tokens_per_s")
-        facts = done.probed()
+        result = Result.read(run_dir)
+        tokens = logged.median_after_first_window(logged.metrics(run_dir), "perf/tokens_per_s")
+        probed = facts(done)
         memory = (
-            f"peak GPU memory {size(facts['peak_gpu_bytes'])} allocated"
-            if facts["peak_gpu_bytes"] is not None
+            f"peak GPU memory {size(probed['peak_gpu_bytes'])} allocated"
+            if probed["peak_gpu_bytes"] is not None
             else f"peak RSS {size(done.peak_rss_mib * 2**20)} (no GPU)"
         )
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = RunDir.at(run_dir).last
         saved = f"last.ckpt {size(last.stat().st_size)}" if last.is_file() else "no last.ckpt"
         how = " on the CPU through tests/fsdp_on_cpu.py's FSDPOnCPU" if self.dry_run else ""
-        row.result = (
-            f"{result['status']} at step {result['step']}{how}; {tokens:,.0f} tokens/s; {memory}; {saved}"
-        )
-        row.met = yes(result["status"] == "completed" and result["step"] == 20)
+        row.result = f"{result.status} at step {result.step}{how}; {tokens:,.0f} tokens/s; {memory}; {saved}"
+        row.met = yes(result.status == "completed" and result.step == 20)
 
 
-def table(rows: list[Row]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " / ")
-
-    lines = ["| check | command | result | target | met? |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {' | '.join(cell(x) for x in (r.check, r.command, r.result, r.target, r.met))} |" for r in rows
-    ]
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
+def main(argv: list[str] | None = None) -> None:
+    cli = parser("gpu_check", __doc__)
+    cli.add_argument(
         "--out", type=Path, help="folder for the logs and runs (default: a new temporary folder)"
     )
-    parser.add_argument("--nanogpt", type=Path, help="a checkout of karpathy/nanoGPT, for its own run")
-    parser.add_argument("--peak-flops", type=float, help="peak bf16 FLOP/s of the GPU, for MFU")
-    parser.add_argument("--only", default=",".join(ROWS), help=f"checks to run, of {','.join(ROWS)}")
-    parser.add_argument(
+    cli.add_argument("--nanogpt", type=Path, help="a checkout of karpathy/nanoGPT, for its own run")
+    cli.add_argument("--peak-flops", type=float, help="peak bf16 FLOP/s of the GPU, for MFU")
+    cli.add_argument("--only", default=",".join(ROWS), help=f"checks to run, of {','.join(ROWS)}")
+    cli.add_argument(
         "--val-target", type=float, default=VAL_TARGET, help="the val loss the shakespeare_char rows time"
     )
-    parser.add_argument("--dry-run", action="store_true", help="the same rows on the CPU at tiny shapes")
-    args = parser.parse_args()
+    cli.add_argument("--dry-run", action="store_true", help="the same rows on the CPU at tiny shapes")
+    args = cli.parse_args(argv)
     only = [name.strip() for name in args.only.split(",")]
     unknown = sorted(set(only) - set(ROWS))
     if unknown:
-        parser.error(f"--only {','.join(unknown)}: no such check; choose from {','.join(ROWS)}")
-    if args.nanogpt is not None and not (args.nanogpt / "train.py").is_file():
-        parser.error(f"--nanogpt {args.nanogpt} has no train.py; pass a checkout of karpathy/nanoGPT")
-    out = (args.out or Path(tempfile.mkdtemp(prefix="nanogpt-gpu-check-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+        cli.error(f"--only {','.join(unknown)}: no such check; choose from {','.join(ROWS)}")
+    if args.nanogpt is not None and (why := nanogpt_ref.missing(args.nanogpt, nanogpt_ref.TRAIN_FILES)):
+        cli.error(why)
+    out = output_folder(args.out, "nanogpt-gpu-check-")
 
     nanogpt = args.nanogpt.resolve() if args.nanogpt else None
     checks = Checks(out, args.dry_run, args.peak_flops, args.val_target, nanogpt)
@@ -554,9 +410,6 @@ def main() -> None:
         rows.append(row)
     mode = "a dry run on the CPU at tiny shapes" if args.dry_run else "one GPU"
     print(f"\nGPU check, {mode}: {time.perf_counter() - start:.0f} s; logs and runs in {out}\n")
-    print(table(rows))
+    cells = [(r.check, r.command, r.result, r.target, r.met) for r in rows]
+    print(markdown(["check", "command", "result", "target", "met?"], cells))
     sys.exit(1 if any(r.failed for r in rows) else 0)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Pruning against no pruning: the CPU recipe's 12-trial Optuna search, run twice, one after the other.
 
-    python scripts/benchmark_pruning.py [OVERRIDE ...]        # both searches (~1 h on 2 CPU cores)
-    python scripts/benchmark_pruning.py --read runs/bench     # only the table, from finished searches
+    python -m benchmarks pruning [OVERRIDE ...]        # both searches (~1 h on 2 CPU cores)
+    python -m benchmarks pruning --read runs/bench     # only the table, from finished searches
 
 Both searches are ``hparams_search=shakespeare_char_cpu_optim`` with the same sampler seed, so their
 first (random) trials draw the same values; the second adds ``hydra/sweeper/pruner=<pruner>``. The
@@ -12,11 +12,11 @@ value. Run it on a quiet machine: wall times compare only side by side.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from benchmarks.process import console_script, run
+from benchmarks.suites import parser
+from benchmarks.table import markdown
 
 SEARCH = [
     "experiment=shakespeare_char_cpu",
@@ -25,20 +25,15 @@ SEARCH = [
     "hydra.sweeper.sampler.seed=0",
     "name=bench",
 ]
+STUDIES = ("unpruned", "pruned")
 
 
 def run_searches(root: Path, pruner: str, overrides: list[str]) -> None:
-    exe = shutil.which("nanogpt-train") or str(Path(sys.executable).with_name("nanogpt-train"))
-    for study, extra in [("unpruned", []), ("pruned", [f"hydra/sweeper/pruner={pruner}", *overrides])]:
-        command = [
-            exe,
-            "-m",
-            *SEARCH,
-            f"paths.root_dir={root.parent.parent}",
-            f"hydra.sweeper.study_name={study}",
-        ]
-        print("+", " ".join([Path(exe).name, *command[1:], *extra]), flush=True)
-        subprocess.run([*command, *extra], check=True, stdout=subprocess.DEVNULL)
+    for study, extra in zip(STUDIES, [[], [f"hydra/sweeper/pruner={pruner}", *overrides]], strict=True):
+        command = ["-m", *SEARCH, f"paths.root_dir={root.parent.parent}", f"hydra.sweeper.study_name={study}"]
+        print("+ nanogpt-train", " ".join([*command, *extra]), flush=True)
+        root.mkdir(parents=True, exist_ok=True)
+        run([console_script("nanogpt-train"), *command, *extra], root / f"{study}.log").check()
 
 
 def summarise(folder: Path, study_name: str) -> dict:
@@ -66,35 +61,33 @@ def summarise(folder: Path, study_name: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--read", type=Path, help="runs/<name> holding optuna_unpruned/ and optuna_pruned/")
-    parser.add_argument(
-        "--pruner", default="successive_halving", help="a configs/hydra/sweeper/pruner/ option"
-    )
-    parser.add_argument("overrides", nargs="*", help="more overrides of the pruned search's command")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    cli = parser("pruning", __doc__)
+    cli.add_argument("--read", type=Path, help="runs/<name> holding optuna_unpruned/ and optuna_pruned/")
+    cli.add_argument("--pruner", default="successive_halving", help="a configs/hydra/sweeper/pruner/ option")
+    cli.add_argument("overrides", nargs="*", help="more overrides of the pruned search's command")
+    args = cli.parse_args(argv)
     root = args.read or Path("runs") / "bench"
     if args.read is None:
         run_searches(root.resolve(), args.pruner, args.overrides)
-    rows = [summarise(root / f"optuna_{name}", name) for name in ("unpruned", "pruned")]
+    rows = [summarise(root / f"optuna_{name}", name) for name in STUDIES]
     base = rows[0]
-    print("| search | trials | complete | pruned | optimizer steps | wall s | best val/loss (trial) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['search']} | {r['trials']} | {r['complete']} | {r['pruned']} | {r['steps']:,} "
-            f"({r['steps'] / base['steps']:.2f}x) | {r['wall_s']:.0f} ({r['wall_s'] / base['wall_s']:.2f}x) "
-            f"| {r['best']:.4f} (#{r['best_trial']}) |"
+    cells = [
+        (
+            r["search"],
+            r["trials"],
+            r["complete"],
+            r["pruned"],
+            f"{r['steps']:,} ({r['steps'] / base['steps']:.2f}x)",
+            f"{r['wall_s']:.0f} ({r['wall_s'] / base['wall_s']:.2f}x)",
+            f"{r['best']:.4f} (#{r['best_trial']})",
         )
+        for r in rows
+    ]
+    columns = ["search", "trials", "complete", "pruned", "optimizer steps", "wall s", "best val/loss (trial)"]
+    print(markdown(columns, cells))
     for r in rows:
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()
         )
         print(f"best of {r['search']}: {params}")
-
-
-if __name__ == "__main__":
-    main()

@@ -11,24 +11,23 @@ name into a scratch folder beside its ``ckpt.pt`` and ``data/shakespeare_char/me
 checkout itself is left untouched.
 
     git clone https://github.com/karpathy/nanoGPT /tmp/nanoGPT
-    NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt python scripts/benchmark_sample.py --nanogpt /tmp/nanoGPT
+    NANOGPT_SHAKESPEARE_PATH=/path/to/input.txt python -m benchmarks sample --nanogpt /tmp/nanoGPT
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import pickle
-import shutil
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmark import run_timed  # scripts/benchmark.py, beside this file
+from benchmarks import nanogpt_ref, text
+from benchmarks.process import console_script, output_folder, run
+from benchmarks.stats import Spread, alternate, ratios
+from benchmarks.suites import parser
+from benchmarks.table import markdown
 from nanogpt.data import CharTokenizer
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.runs.checkpoint import CHECKPOINT_FORMAT, MODEL_PREFIX
@@ -75,37 +74,28 @@ def write_checkpoints(root: Path, text: str) -> tuple[Path, Path]:
     return ours, theirs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
-    parser.add_argument("--new-tokens", type=int, default=500)
-    parser.add_argument("--num-samples", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, help="scratch folder (default: a new temporary folder)")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    cli = parser("sample", __doc__)
+    cli.add_argument("--nanogpt", type=Path, required=True, help="a checkout of karpathy/nanoGPT")
+    cli.add_argument("--new-tokens", type=int, default=500)
+    cli.add_argument("--num-samples", type=int, default=1)
+    cli.add_argument("--repeats", type=int, default=3)
+    cli.add_argument("--out", type=Path, help="scratch folder (default: a new temporary folder)")
+    args = cli.parse_args(argv)
+    if why := nanogpt_ref.missing(args.nanogpt, nanogpt_ref.SAMPLE_FILES):
+        cli.error(why)
+    # its characters are the vocabulary
+    shakespeare = text.shakespeare()
 
-    source = os.environ.get("NANOGPT_SHAKESPEARE_PATH")
-    if not source or not Path(source).is_file():
-        sys.exit(
-            "set NANOGPT_SHAKESPEARE_PATH to Tiny Shakespeare's input.txt (its characters are the vocabulary)"
-        )
-    missing = [n for n in ("sample.py", "model.py", "configurator.py") if not (args.nanogpt / n).is_file()]
-    if missing:
-        sys.exit(f"{args.nanogpt} is not a nanoGPT checkout (no {', '.join(missing)}); pass --nanogpt")
-
-    root = args.out or Path(tempfile.mkdtemp(prefix="nanogpt-sample-bench-"))
-    root.mkdir(parents=True, exist_ok=True)
-    ours, theirs = write_checkpoints(root, Path(source).read_text(encoding="utf-8"))
-    for name in ("sample.py", "model.py", "configurator.py"):
-        shutil.copy(args.nanogpt / name, theirs / name)
+    root = output_folder(args.out, "nanogpt-sample-bench-")
+    ours, theirs = write_checkpoints(root, shakespeare.read_text(encoding="utf-8"))
+    nanogpt_ref.copy(args.nanogpt, theirs, nanogpt_ref.SAMPLE_FILES)
 
     n, k = args.new_tokens, args.num_samples
-    sample_cmd = str(Path(sys.executable).with_name("nanogpt-sample"))
     commands = {
         "nanogpt-sample (KV cache)": (
-            [sample_cmd, f"ckpt_path={ours}", f"num_samples={k}", f"max_new_tokens={n}", "device=cpu"],
+            [console_script("nanogpt-sample"), f"ckpt_path={ours}", f"num_samples={k}", f"max_new_tokens={n}"]
+            + ["device=cpu"],
             None,
         ),
         "nanoGPT sample.py": (
@@ -114,28 +104,21 @@ def main() -> None:
             theirs,
         ),
     }
-    walls: dict[str, list[float]] = {name: [] for name in commands}
-    for r in range(args.repeats):
-        for i, (name, (cmd, cwd)) in enumerate(commands.items()):
-            walls[name].append(run_timed(cmd, root / f"{i}-{r}.log", cwd=cwd)[0])
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{m} {w[-1]:.1f}s" for m, w in walls.items()))
+    names = list(commands)
 
+    def measure(name: str, r: int) -> float:
+        command, cwd = commands[name]
+        return run(command, root / f"{names.index(name)}-{r}.log", cwd=cwd).check().wall
+
+    walls = alternate(names, args.repeats, measure, show=lambda wall: f"{wall:.1f}s")
     shape = ", ".join(f"{key} {value}" for key, value in SHAPE.items())
     print(
         f"\n{k} sample(s) x {n} new tokens ({shape}), CPU, {torch.get_num_threads()} threads; "
         f"whole process, median of {args.repeats} (min-max)"
     )
-    print("| command | wall s | against sample.py |")
-    print("|---|---|---|")
-    first, second = walls
-    for name, times in walls.items():
-        ratios = [a / b for a, b in zip(times, walls[second], strict=True)]
-        spread = f"{statistics.median(times):.2f} ({min(times):.2f}-{max(times):.2f})"
-        print(
-            f"| {name} | {spread} | {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
-        )
+    rows = [
+        (name, Spread.of(times).text(2), Spread.of(ratios(times, walls[names[1]])).text(2, "x"))
+        for name, times in walls.items()
+    ]
+    print(markdown(["command", "wall s", "against sample.py"], rows))
     print(f"files kept in {root}")
-
-
-if __name__ == "__main__":
-    main()
