@@ -24,13 +24,7 @@ from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.training.callbacks.bleu import BleuCallback
 from nanogpt.training.job import train
 
-from .helpers import LINES, TINY, column, compose_train, read_metrics
-
-BLEU_TINY = [
-    "callbacks.bleu.num_prompts=4",
-    "callbacks.bleu.prompt_tokens=16",
-    "callbacks.bleu.continuation_tokens=24",
-]
+from .helpers import LINES, column, read_metrics
 
 
 def test_bleu_is_100_for_identical_text_and_low_for_shuffled_words():
@@ -133,34 +127,31 @@ def test_bad_bleu_settings_are_refused(kwargs, message):
         BleuCallback(**kwargs)
 
 
-def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(tmp_path, text_path):
-    cfg = compose_train([*TINY, *BLEU_TINY, "logger=many", "callbacks.bleu.every_n_evals=2"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.data.data_dir = str(tmp_path / "data")
-        cfg.data.path = str(text_path)
-    metrics = train(cfg)
-    run = Path(cfg.paths.output_dir)
+def test_a_tiny_run_logs_bleu_bpc_and_samples_to_csv_and_tensorboard(trained_run):
+    # the shared run: BLEU on 4 prompts of 16 characters, 24-character continuations, every second
+    # validation (callbacks.bleu.every_n_evals=2)
+    run, cfg = trained_run.path, trained_run.cfg
     rows = read_metrics(run)
 
     bleu, chrf = column(rows, "val/bleu"), column(rows, "val/chrf")
-    # every second evaluation: the 1st of 2 (steps as metrics.csv counts them: optimizer steps taken)
-    assert [s for s, _ in bleu] == [s for s, _ in chrf] == [20]
+    # the 1st and 3rd of 4 evaluations (steps as metrics.csv counts them: optimizer steps taken)
+    assert [s for s, _ in bleu] == [s for s, _ in chrf] == [10, 30]
 
     meta = find_corpus(CorpusConfig.from_data(cfg.data)).meta
     loss, bpc = dict(column(rows, "val/loss")), dict(column(rows, "val/bpc"))
-    assert set(bpc) == {20, 40}
+    assert set(bpc) == {10, 20, 30, 40}
     # a char model has one token per character, so its bits per character are its loss in bits
     assert meta.val_tokens == meta.val_chars
     assert bpc[40] == pytest.approx(loss[40] / np.log(2), rel=1e-4)
-    assert metrics["val/bpc"] == pytest.approx(bpc[40], rel=1e-4)
+    assert trained_run.metrics["val/bpc"] == pytest.approx(bpc[40], rel=1e-4)
 
     samples = [json.loads(line) for line in (run / "csv" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 4 and {s["step"] for s in samples} == {20}  # optimizer steps taken
+    assert len(samples) == 8 and {s["step"] for s in samples} == {10, 30}  # optimizer steps taken
     assert set(samples[0]) == {"step", "prompt", "reference", "continuation", "chrf"}
     assert all(len(s["prompt"]) == 16 and len(s["continuation"]) == 24 for s in samples)
     # the logged scores are those of the logged samples, by sacrebleu's own implementation
-    assert_sacrebleu_scores(samples, bleu[0][1], chrf[0][1])
+    for (step, b), (_, c) in zip(bleu, chrf, strict=True):
+        assert_sacrebleu_scores([s for s in samples if s["step"] == step], b, c)
 
     (events,) = (run / "tensorboard").glob("events.out.tfevents.*")
     assert b"val/samples" in events.read_bytes()

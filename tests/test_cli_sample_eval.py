@@ -1,12 +1,13 @@
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from nanogpt import CONFIG_DIR
 from nanogpt.cli.evaluate import refuse_unread_overrides
@@ -15,7 +16,6 @@ from nanogpt.devices import inference_device
 from nanogpt.evaluate import evaluate
 from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.sample import encode_prompt, read_prompt, sample
-from nanogpt.training.job import train
 
 from .helpers import run_cli
 
@@ -23,19 +23,12 @@ TINY_BLEU = ["bleu.num_prompts=4", "bleu.prompt_tokens=16", "bleu.continuation_t
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, text_path: Path) -> Path:
-    """One tiny trained run, shared by this module's tests (which only read it)."""
-    from .helpers import TINY, compose_train
-
+def run_dir(trained_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared tiny run beside its prepared text (``data.path=null`` reads
+    ``data/input.txt``): nanogpt-eval writes ``best.eval.json`` beside the checkpoint it scores."""
     root = tmp_path_factory.mktemp("trained")
-    (root / "data").mkdir()
-    (root / "data" / "input.txt").write_text(text_path.read_text())  # data.path=null reads it there
-    cfg = compose_train([*TINY, "trainer.max_steps=20", "callbacks.bleu=null"])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(root / "run")
-        cfg.data.data_dir = str(root / "data")
-        cfg.data.path = None
-    train(cfg)
+    shutil.copytree(trained_run.path.parent / "data", root / "data")
+    shutil.copytree(trained_run.path, root / "run", ignore=shutil.ignore_patterns("wandb", "tensorboard"))
     return root / "run"
 
 
@@ -327,4 +320,5 @@ def test_cli_eval_refuses_an_override_it_does_not_read_in_one_line(run_dir, tmp_
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.startswith("ValueError: model.block_size=4096: nanogpt-eval does not read")
     assert len(result.stderr.splitlines()) == 2  # the message, and where the traceback is
+    assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR=1" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,8 @@
 """Each modern component of the model (GPTConfig's position, norm, norm_gain, qk_norm, mlp, n_kv_head,
 logit_softcap and tie_weights), alone and all together, keeps what every GPT here promises: causal
-logits, a KV cache equal to recomputation, checkpoints that round-trip, exact resume, the parameter
-count and FLOPs it states, errors that name the fix, and each parameter in one optimizer group."""
+logits, a KV cache equal to recomputation, checkpoints that round-trip, the parameter count and FLOPs
+it states, errors that name the fix, and each parameter in one optimizer group. (Exact resume of every
+component with Muon, through Lightning: test_loop.py.)"""
 
 from __future__ import annotations
 
@@ -11,22 +12,15 @@ import io
 import math
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.nn import functional as F
 
 from nanogpt.metrics.flops import flops_per_token
 from nanogpt.model import GPT, GPTConfig, apply_rope, rope_tables
 from nanogpt.optimizers import adamw, muon
-from nanogpt.runs.checkpoint import load_checkpoint, read_checkpoint
-from nanogpt.training.job import train
-
-from .helpers import TINY, compose_train, read_metrics
-from .test_loop import shaped
 
 # 4 heads of 8 channels, so that 2 and 1 key/value heads are grouped- and multi-query attention
 SHAPE = dict(block_size=16, vocab_size=50, n_layer=2, n_head=4, n_embd=32)
@@ -277,67 +271,10 @@ def test_a_checkpoint_round_trips_without_rope_tables(model):
     assert torch.equal(loaded(idx)[0], model(idx)[0])
 
 
-@pytest.fixture
-def cfg_modern(text_path: Path, tmp_path: Path) -> DictConfig:
-    """The tiny recipe with every component (configs/ablation/modern.yaml: optimizer=muon too) and
-    grouped-query attention, 10 steps, a last.ckpt and a validation every 5."""
-    cfg = compose_train([*TINY, "ablation=modern", "model.n_head=4", "model.n_kv_head=2"])
-    cfg = shaped(cfg, trainer__max_steps=10, trainer__val_check_interval=5)
-    with open_dict(cfg):
-        cfg.callbacks.bleu = None
-        cfg.callbacks.last_checkpoint.every_n_train_steps = 5
-        cfg.data.data_dir = str(tmp_path / "data")
-        cfg.data.path = str(text_path)
-    return cfg
-
-
-def test_a_resumed_run_of_every_component_with_muon_is_bitwise_equal_to_an_uninterrupted_run(
-    cfg_modern, tmp_path
-):
-    # Muon's momentum and AdamW's moments travel in one optimizer state: a resume that lost either
-    # would train on from step 5 with other updates
-    assert cfg_modern.optimizer._target_ == "nanogpt.optimizers.muon"
-    saved_at_5 = tmp_path / "saved_at_5" / "last.ckpt"
-    straight = copy.deepcopy(cfg_modern)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
-        straight.callbacks.keep = {
-            "_target_": "tests.test_loop.CopyLastCkptAt",
-            "step": 5,
-            "dirpath": straight.paths.checkpoint_dir,
-            "to": str(saved_at_5),
-        }
-    train(straight)
-    assert read_checkpoint(saved_at_5)["global_step"] == 5
-
-    second = copy.deepcopy(cfg_modern)
-    with open_dict(second):
-        second.paths.output_dir = str(tmp_path / "second")
-        second.ckpt_path = str(saved_at_5)
-    train(second)
-
-    def losses(run: str) -> dict[str, str]:
-        return {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / run) if r.get("train/loss")}
-
-    resumed = {**{s: v for s, v in losses("straight").items() if int(s) <= 5}, **losses("second")}
-    assert list(resumed) == [str(s) for s in range(1, 11)]
-    assert resumed == losses("straight")  # the exact strings logged, step by step
-    last = tmp_path / "second" / "checkpoints" / "last.ckpt"
-    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
-    b = read_checkpoint(last)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not [k for k in b if "rope" in k]
-    # and the trained checkpoint loads for sampling as the model it trained, its RoPE tables rebuilt
-    model, _, _ = load_checkpoint(last)
-    trained = {k: v for k, v in dataclasses.asdict(model.config).items() if k in MODERN}
-    assert trained == {**MODERN, "logit_softcap": 15.0}  # the ablation's cap, nanochat's
-    assert all(torch.equal(p, b[f"model.{n}"]) for n, p in model.named_parameters())
-
-
 # --- torch.compile ---
 
 
-@pytest.mark.slow
+@pytest.mark.nightly  # a cold compile of each model: 1-2 min on 2 cores
 # torch's inductor imports torch.utils.mkldnn, whose TorchScript classes warn about TorchScript itself
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("combination", COMBINATIONS)

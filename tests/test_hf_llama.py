@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from nanogpt.hf.export import export, hf_format, is_export_file
 from nanogpt.model import GPTConfig
 
-from .test_gpt2_hf import SAMPLE, random_gpt, write_checkpoint
+from .helpers.hf import SAMPLE, random_gpt, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

@@ -2,10 +2,7 @@
 
 import csv
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from nanogpt.training.loggers.wandb import (
     check_wandb_credentials,
 )
 
-from .helpers import TINY, compose_train
+from .helpers import compose_train, isolate_wandb, read_offline_run
 
 FAKE_KEY = "x" * 40  # the shape of a W&B API key; nothing ever checks it with a server
 
@@ -34,21 +31,7 @@ def wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No W&B credentials, no user settings, and every file wandb writes inside this test's folder."""
     import wandb
 
-    wandb.teardown()  # wandb reads its environment once per process; make it read this one
-    for name in [k for k in os.environ if k.startswith("WANDB_")] + ["NETRC"]:
-        monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))  # no ~/.netrc, no ~/.config/wandb
-    for name in ["WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"]:
-        monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
-    # the system monitor and console capture only cost the test time
-    monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
-    monkeypatch.setenv("WANDB_X_SAVE_REQUIREMENTS", "false")
-    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    yield home
+    yield isolate_wandb(monkeypatch, tmp_path)
     wandb.teardown()
 
 
@@ -63,71 +46,17 @@ def with_logger(cfg: DictConfig, option: str, overrides: dict | None = None) -> 
     return cfg
 
 
-def shorter(cfg: DictConfig, steps: int = 20, every: int = 10) -> DictConfig:
-    with open_dict(cfg):
-        cfg.trainer.max_steps = cfg.scheduler.decay_steps = steps
-        cfg.trainer.val_check_interval = every
-    return cfg
-
-
-def read_offline_run(run_dir: Path) -> dict:
-    """The run record, config, history rows, final summary and artifacts of an offline run.
-
-    wandb 0.31 writes no ``wandb-summary.json`` or ``config.yaml`` offline: the run's ``run-<id>.wandb``
-    log, which ``wandb sync`` uploads, is its only record. W&B's documented reader for it is the CLI
-    ``wandb leet inspect``: ``--summary --json`` gives the final config and summary, ``--json`` one line
-    per record (run, history, artifact...) laid out as wandb's own protobuf records.
-    """
-    import wandb
-
-    wandb.teardown()  # wandb-core may still be writing the file after run.finish() returns
-    state = json.loads(wandb_leet_inspect(run_dir, "--summary"))
-    records = [json.loads(line) for line in wandb_leet_inspect(run_dir).splitlines()]
-    (run,) = [r["run"] for r in records if r["type"] == "run"]
-    history = [r["history"]["item"] for r in records if r["type"] == "history"]
-    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
-    return {
-        "run": run,
-        "config": state["config"],
-        "history": history,
-        "summary": state["summary"],
-        "artifacts": artifacts,
-    }
-
-
-def wandb_leet_inspect(run_dir: Path, *flags: str) -> str:
-    exe = Path(sys.executable).with_name("wandb")
-    # WANDB_MODE=offline: otherwise wandb-core looks W&B's server up before it exits
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    result = subprocess.run(
-        [str(exe), "leet", "inspect", "--json", *flags, str(run_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"`wandb leet inspect` could not read {run_dir}: {result.stderr[-2000:]}"
-    return result.stdout
-
-
 def csv_column(run: Path, key: str) -> list[tuple[int, float]]:
     with open(run / "csv" / "metrics.csv") as f:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
-def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_folder(
-    cfg_tiny, wandb_env, monkeypatch
+def test_an_offline_run_needs_no_credentials_and_keeps_metrics_summaries_config_samples_and_the_model(
+    trained_run,
 ):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # a single run, whatever ran before
-    cfg = shorter(with_logger(cfg_tiny, "many"))
-    with open_dict(cfg):
-        cfg.logger.wandb = compose_train(["logger=wandb"]).logger.wandb
-        cfg.callbacks.bleu.num_prompts = 4
-        cfg.callbacks.bleu.continuation_tokens = 16
-    train(cfg)
-
-    out = Path(cfg.paths.output_dir)
+    # the shared run: logger=many plus W&B with logger.wandb.offline=true and log_model=true, trained
+    # with no W&B credentials and no WANDB_MODE
+    out = trained_run.path
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     got = read_offline_run(run_dir)
     identity = {key: got["run"][key] for key in ("project", "run_group", "display_name", "tags")}
@@ -136,7 +65,7 @@ def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_
     # every metric Lightning logged, on the trainer's step axis
     val_loss = csv_column(out, "val/loss")
     logged_val = [(r["trainer/global_step"], r["val/loss"]) for r in got["history"] if "val/loss" in r]
-    assert [s for s, _ in logged_val] == [s for s, _ in val_loss] == [10, 20]
+    assert [s for s, _ in logged_val] == [s for s, _ in val_loss] == [10, 20, 30, 40]
     assert [v for _, v in logged_val] == pytest.approx([v for _, v in val_loss])
     logged = set().union(*got["history"])
     assert {"train/loss", "lr", "val/ppl", "val/bpc", "val/bleu"} <= logged
@@ -146,38 +75,32 @@ def test_offline_run_keeps_metrics_best_summaries_config_and_samples_in_the_run_
     assert set(got["summary"]["val/bleu"]) == {"max"}
 
     # the whole resolved config, as train() logged it
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(trained_run.cfg, resolve=True)
     assert set(resolved) <= set(got["config"])
     assert got["config"]["model"]["n_layer"] == 2 and got["config"]["logger"]["wandb"]["project"] == "nanogpt"
 
-    # the BLEU samples of each validation as a table
+    # the BLEU samples of each validation that scored them (every second) as a table
     tables = sorted((run_dir / "files" / "media" / "table" / "val").glob("samples_*.table.json"))
-    assert len(tables) == len(val_loss)
+    assert len(tables) == len(csv_column(out, "val/bleu")) == 2
     table = json.loads(tables[-1].read_text())
     assert table["columns"] == ["step", "prompt", "reference", "continuation"]
-    assert len(table["data"]) == cfg.callbacks.bleu.num_prompts
+    assert len(table["data"]) == trained_run.cfg.callbacks.bleu.num_prompts
     assert got["summary"]["val/samples"]["_type"] == "table-file"
     assert got["summary"]["val/samples"]["path"] == tables[-1].relative_to(run_dir / "files").as_posix()
 
-    assert not list(wandb_env.rglob("*wandb*")) and not (wandb_env / ".netrc").exists()  # $HOME untouched
-
-
-def test_offline_flag_needs_no_credentials_and_keeps_the_best_checkpoint_as_an_artifact(cfg_tiny, wandb_env):
-    cfg = shorter(with_logger(cfg_tiny, "wandb", {"wandb.offline": True, "wandb.log_model": True}))
-    with open_dict(cfg):
-        cfg.callbacks.bleu = None
-    metrics = train(cfg)
-
-    (run_dir,) = (Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*")
-    models = [a for a in read_offline_run(run_dir)["artifacts"] if a["type"] == "model"]
+    # log_model: best.ckpt as the run's model artifact; offline, its copy waits in WANDB_DATA_DIR for
+    # `wandb sync`
+    models = [a for a in got["artifacts"] if a["type"] == "model"]
     (best,) = [a for a in models if "best" in a["aliases"]]
     assert best["name"] == f"model-{run_dir.name.rsplit('-', 1)[-1]}"
-    assert json.loads(best["metadata"])["score"] == pytest.approx(metrics["best_val_loss"])
+    assert json.loads(best["metadata"])["score"] == pytest.approx(trained_run.metrics["best_val_loss"])
     (entry,) = best["manifest"]["contents"]
-    # offline, the artifact's copy of best.ckpt waits in WANDB_DATA_DIR for `wandb sync`
     staged = Path(entry["local_path"])
     assert entry["path"] == "model.ckpt" and staged.is_file()
-    assert staged.read_bytes() == Path(metrics["best_ckpt"]).read_bytes()
+    assert staged.read_bytes() == Path(trained_run.metrics["best_ckpt"]).read_bytes()
+
+    home = trained_run.wandb_home
+    assert not list(home.rglob("*wandb*")) and not (home / ".netrc").exists()  # $HOME untouched
 
 
 def test_summary_keeps_the_minimum_and_explicit_group_tags_and_name_win(cfg_tiny, wandb_env, monkeypatch):
@@ -407,39 +330,15 @@ def test_sweep_jobs_are_grouped_by_their_sweep_folder(cfg_tiny, wandb_env, monke
     assert len(started) == 1 and wandb.run is None
 
 
-@pytest.mark.slow
-def test_two_process_ddp_makes_one_wandb_run(tmp_path, text_path, wandb_env, monkeypatch):
-    # Lightning's ddp launcher re-runs the command for rank 1, which must not start a second run.
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    args = [*TINY, "trainer=ddp_cpu", "trainer.max_steps=10", "trainer.val_check_interval=5"]
-    args += [f"data.path={text_path}", "name=ddp", "paths.root_dir=.", "logger=wandb", "callbacks.bleu=null"]
-    exe = Path(sys.executable).with_name("nanogpt-train")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [str(exe), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = tmp_path.glob("runs/ddp/*/wandb/offline-run-*")
-    got = read_offline_run(run_dir)
-    val_loss = [(r["trainer/global_step"], r["val/loss"]) for r in got["history"] if "val/loss" in r]
-    assert [step for step, _ in val_loss] == [5, 10]
-    assert got["summary"]["val/loss"] == {"min": min(v for _, v in val_loss)}
-
-
-def test_tensorboard_and_csv_receive_the_validation_metrics_and_lr(cfg_tiny):
+def test_tensorboard_and_csv_receive_the_validation_metrics_and_lr(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = shorter(with_logger(cfg_tiny, "many"))
-    with open_dict(cfg):
-        cfg.callbacks.bleu = None
-    train(cfg)
-
-    out = Path(cfg.paths.output_dir)
+    out = trained_run.path
     events = EventAccumulator(str(out / "tensorboard")).Reload()
     scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     for key in ["val/loss", "val/ppl", "lr"]:
         expected = csv_column(out, key)
         assert [s for s, _ in scalars[key]] == [s for s, _ in expected], key
         assert [v for _, v in scalars[key]] == pytest.approx([v for _, v in expected]), key
-    assert [step for step, _ in scalars["val/loss"]] == [10, 20]
-    assert len(scalars["lr"]) == 20
+    assert [step for step, _ in scalars["val/loss"]] == [10, 20, 30, 40]
+    assert len(scalars["lr"]) == 40

@@ -1,6 +1,8 @@
 """Numbers a researcher can trust: runs end validated, one step convention, the schedule follows the
 run, exact resume, interrupts and crashes that lose little, clear words about the hardware."""
 
+import copy
+import dataclasses
 import json
 import logging
 import shlex
@@ -10,34 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from nanogpt import CONFIG_DIR
 from nanogpt.devices import check_trainer_fits_machine, chosen_experiment
-from nanogpt.runs.checkpoint import read_checkpoint
+from nanogpt.runs.checkpoint import load_checkpoint, read_checkpoint
 from nanogpt.training.job import train
 
-from .helpers import TINY, compose_train, read_metrics, run_cli, start, wait_until
+from .helpers import TINY, compose_train, override, read_metrics, run_cli, start, wait_until
+from .helpers.callbacks import CopyLastCkptAt, KeepBar, PoisonAt, target
 
 
 def steps_of(run: Path, key: str) -> list[int]:
     return [int(r["step"]) for r in read_metrics(run) if r.get(key)]
-
-
-def shaped(cfg: DictConfig, **values) -> DictConfig:
-    with open_dict(cfg):
-        for key, value in values.items():
-            group, name = key.split("__")
-            cfg[group][name] = value
-    return cfg
 
 
 # --- 1. every completed run ends validated, in optimizer steps ---
@@ -46,81 +39,65 @@ def shaped(cfg: DictConfig, **values) -> DictConfig:
 def test_every_step_measurement_follows_the_loggers_one_rule(cfg_tiny):
     # every log_every_n_steps steps and at the last step, whatever the run's length: the loss, lr,
     # grad norm, throughput and the loss history all land on the same steps
-    cfg = shaped(
+    cfg = override(
         cfg_tiny, trainer__max_steps=7, trainer__log_every_n_steps=5, trainer__val_check_interval=100
     )
     with open_dict(cfg):
         cfg.callbacks.bleu = None
         cfg.scheduler.warmup_steps = 0
-    train(cfg)
+    metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     rows = read_metrics(run)
     for key in ("train/loss", "lr", "train/grad_norm", "perf/train_s"):
         assert [int(r["step"]) for r in rows if r.get(key)] == [5, 7], key
     history = json.loads((run / "result.json").read_text())["history"]
     assert [s for s, _ in history["train/loss"]] == [5, 7]
+    assert_ended_validated(run, metrics, [7])  # a run shorter than its validation interval
 
 
-@pytest.mark.parametrize(
-    "max_steps,interval,validated",
-    [(10, 20, [10]), (30, 20, [20, 30]), (40, 20, [20, 40])],
-    ids=["shorter than the interval", "not a multiple", "a multiple"],
-)
-def test_a_completed_run_always_ends_validated(cfg_tiny, max_steps, interval, validated):
-    cfg = shaped(cfg_tiny, trainer__max_steps=max_steps, trainer__val_check_interval=interval)
-    with open_dict(cfg):
-        cfg.callbacks.bleu = None
-    metrics = train(cfg)
-    run = Path(cfg.paths.output_dir)
+def assert_ended_validated(run: Path, metrics: dict, validated: list[int]) -> None:
     assert steps_of(run, "val/loss") == validated
     assert isinstance(metrics["best_val_loss"], float)
     assert (run / "checkpoints" / "best.ckpt").is_file()
     result = json.loads((run / "result.json").read_text())
-    assert isinstance(result["best_val_loss"], float) and result["step"] == max_steps
+    assert isinstance(result["best_val_loss"], float) and result["step"] == validated[-1]
 
 
-def test_val_check_interval_counts_optimizer_steps_under_accumulation(cfg_tiny):
-    cfg = shaped(
-        cfg_tiny, trainer__max_steps=10, trainer__val_check_interval=5, trainer__accumulate_grad_batches=4
-    )
+def test_a_completed_run_always_ends_validated(cfg_tiny, trained_run):
+    # a length that is not a multiple of the interval (one shorter than it: the test above; a
+    # multiple: the shared run, validated at 10, 20, 30 and 40)
+    cfg = override(cfg_tiny, trainer__max_steps=30, trainer__val_check_interval=20)
     with open_dict(cfg):
         cfg.callbacks.bleu = None
     metrics = train(cfg)
-    run = Path(cfg.paths.output_dir)
-    assert metrics["step"] == 10
-    assert steps_of(run, "val/loss") == [5, 10]  # not every 5 micro-batches
-    assert steps_of(run, "train/loss") == list(range(1, 11))
+    assert_ended_validated(Path(cfg.paths.output_dir), metrics, [20, 30])
+    assert_ended_validated(trained_run.path, trained_run.metrics, [10, 20, 30, 40])
 
 
-def test_the_progress_bar_shows_the_loss_of_a_step_under_accumulation(cfg_tiny):
-    from tests.test_no_run_harms_another import KeepBar
-
-    cfg = shaped(
-        cfg_tiny, trainer__max_steps=4, trainer__val_check_interval=4, trainer__accumulate_grad_batches=4
+def test_steps_and_the_progress_bars_loss_count_optimizer_steps_under_accumulation(cfg_tiny):
+    cfg = override(
+        cfg_tiny, trainer__max_steps=8, trainer__val_check_interval=4, trainer__accumulate_grad_batches=4
     )
     with open_dict(cfg):
         cfg.callbacks.bleu = None
-        cfg.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
+        cfg.callbacks.progress_bar = target(KeepBar)
         cfg.trainer.enable_progress_bar = True
         cfg.scheduler.warmup_steps = 1
-    train(cfg)
-    rows = read_metrics(Path(cfg.paths.output_dir))
-    (logged,) = [float(r["train/loss"]) for r in rows if r.get("train/loss") and int(r["step"]) == 4]
+    metrics = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    assert metrics["step"] == 8
+    assert steps_of(run, "val/loss") == [4, 8]  # not every 4 micro-batches
+    assert steps_of(run, "train/loss") == list(range(1, 9))
+    rows = read_metrics(run)
+    (logged,) = [float(r["train/loss"]) for r in rows if r.get("train/loss") and int(r["step"]) == 8]
     # Lightning passes the loss divided by accumulate_grad_batches; the bar shows the loss itself
     assert float(KeepBar.bars[-1]._extra["loss"]) == pytest.approx(logged, rel=0.2)
 
 
-def test_every_file_and_logger_counts_steps_alike(cfg_tiny):
+def test_every_file_and_logger_counts_steps_alike(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = shaped(cfg_tiny, trainer__max_steps=20, trainer__val_check_interval=10)
-    with open_dict(cfg):
-        cfg.logger = compose_train(["logger=many"]).logger
-        cfg.callbacks.bleu.num_prompts = 2
-        cfg.callbacks.bleu.prompt_tokens = 8
-        cfg.callbacks.bleu.continuation_tokens = 8
-    train(cfg)
-    run = Path(cfg.paths.output_dir)
+    run = trained_run.path
     csv_val = steps_of(run, "val/loss")
     history = json.loads((run / "result.json").read_text())["history"]
     samples = sorted(
@@ -128,9 +105,10 @@ def test_every_file_and_logger_counts_steps_alike(cfg_tiny):
     )
     events = EventAccumulator(str(run / "tensorboard")).Reload()
     tb_val = [e.step for e in events.Scalars("val/loss")]
-    # the optimizer steps done, as the progress bar counts them: 10 and 20, never 9 and 19
-    assert csv_val == [s for s, _ in history["val/loss"]] == samples == tb_val == [10, 20]
-    assert steps_of(run, "train/loss")[0] == 1 and steps_of(run, "train/loss")[-1] == 20
+    # the optimizer steps done, as the progress bar counts them: 10, 20, 30 and 40, never 9 or 19
+    assert csv_val == [s for s, _ in history["val/loss"]] == tb_val == [10, 20, 30, 40]
+    assert samples == steps_of(run, "val/bleu") == [10, 30]  # BLEU at every second validation
+    assert steps_of(run, "train/loss")[0] == 1 and steps_of(run, "train/loss")[-1] == 40
     assert [s for s, _ in history["train/loss"]] == steps_of(run, "train/loss")
 
 
@@ -158,89 +136,80 @@ def test_the_last_step_trains_at_lr_times_min_lr_ratio(max_steps, lr):
     assert all(a >= b for a, b in zip(decay, decay[1:], strict=False)) and decay[0] == pytest.approx(lr)
 
 
-# --- 3. exact resume, with dropout too ---
+# --- 3. exact resume ---
+
+# AdamW with dropout (the generators must come back), and every modern component with Muon (Muon's
+# momentum and AdamW's moments travel in one optimizer state)
+RESUMED = {
+    "adamw-dropout": ["model.dropout=0.1"],
+    "modern-muon": ["ablation=modern", "model.n_head=4", "model.n_kv_head=2"],
+}
+MODERN = dict(
+    position="rope",
+    norm="rmsnorm",
+    qk_norm=True,
+    mlp="relu2",
+    n_kv_head=2,
+    logit_softcap=15.0,  # configs/ablation/modern.yaml's cap, nanochat's
+    tie_weights=False,
+)
 
 
-def test_resume_with_dropout_is_bitwise_equal_to_an_uninterrupted_run(cfg_tiny, tmp_path):
-    # Step 20 both validates and is a periodic save of last.ckpt: the file must hold the state after
+@pytest.mark.parametrize("recipe", list(RESUMED))
+def test_a_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(recipe, cfg_tiny, tmp_path):
+    # Step 5 both validates and is a periodic save of last.ckpt: the file must hold the state after
     # that validation (its val point, and the generators the validation drew from), or the resumed
     # losses differ from the straight run's
-    cfg = shaped(cfg_tiny, model__dropout=0.1)
+    cfg = compose_train([*TINY, *RESUMED[recipe], "trainer.max_steps=10", "trainer.val_check_interval=5"])
     with open_dict(cfg):
+        cfg.paths, cfg.data = cfg_tiny.paths, cfg_tiny.data
+        cfg.compile_cache_dir = cfg_tiny.compile_cache_dir
         cfg.callbacks.bleu = None
-        cfg.callbacks.last_checkpoint.every_n_train_steps = 20
-    saved_at_20 = tmp_path / "saved_at_20" / "last.ckpt"
-    straight = cfg.copy()
+        cfg.callbacks.last_checkpoint.every_n_train_steps = 5
+    saved_at_5 = tmp_path / "saved_at_5" / "last.ckpt"
+    straight = copy.deepcopy(cfg)
     with open_dict(straight):
         straight.paths.output_dir = str(tmp_path / "straight")
-        straight.callbacks.keep = {
-            "_target_": "tests.test_loop.CopyLastCkptAt",
-            "step": 20,
-            "dirpath": straight.paths.checkpoint_dir,
-            "to": str(saved_at_20),
-        }
+        straight.callbacks.keep = target(
+            CopyLastCkptAt, step=5, dirpath=straight.paths.checkpoint_dir, to=str(saved_at_5)
+        )
     train(straight)
-    assert read_checkpoint(saved_at_20)["global_step"] == 20
+    assert read_checkpoint(saved_at_5)["global_step"] == 5
 
-    second = cfg.copy()
+    second = copy.deepcopy(cfg)
     with open_dict(second):
         second.paths.output_dir = str(tmp_path / "second")
-        second.ckpt_path = str(saved_at_20)
+        second.ckpt_path = str(saved_at_5)
     train(second)
 
     def losses(run: str) -> dict[str, str]:
         return {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / run) if r.get("train/loss")}
 
-    first_half = {s: v for s, v in losses("straight").items() if int(s) <= 20}
+    first_half = {s: v for s, v in losses("straight").items() if int(s) <= 5}
     resumed = {**first_half, **losses("second")}
-    assert list(resumed) == [str(s) for s in range(1, 41)]
+    assert list(resumed) == [str(s) for s in range(1, 11)]  # nothing before the save trained again
     assert resumed == losses("straight")  # the exact strings logged, step by step
-    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")["state_dict"]
-    b = read_checkpoint(tmp_path / "second" / "checkpoints" / "last.ckpt")["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # the resumed run's history is the whole run's, with step 20's validation in it once
+    a, b = (read_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("straight", "second"))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    # and the optimizer's state: AdamW's moments and steps, Muon's momentum buffers
+    state_a, state_b = (c["optimizer_states"][0]["state"] for c in (a, b))
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[i][k], state_b[i][k]) for i in state_a for k in state_a[i])
+    # the resumed run's history is the whole run's, with step 5's validation in it once
     history = json.loads((tmp_path / "second" / "result.json").read_text())["history"]
-    straight_history = json.loads((tmp_path / "straight" / "result.json").read_text())["history"]
-    assert [s for s, _ in history["val/loss"]] == [20, 40]
-    assert history == straight_history
+    assert [s for s, _ in history["val/loss"]] == [5, 10]
+    assert history == json.loads((tmp_path / "straight" / "result.json").read_text())["history"]
 
-
-class CopyLastCkptAt(Callback):
-    """Copy ``last.ckpt`` as it stands once step ``step`` is done (its validation too) to ``to``."""
-
-    def __init__(self, step: int, dirpath: str, to: str) -> None:
-        self.step, self.source, self.to = step, Path(dirpath) / "last.ckpt", Path(to)
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step and not self.to.exists():
-            self.to.parent.mkdir(parents=True)
-            shutil.copy(self.source, self.to)
-
-
-def test_ckpt_path_last_resumes_the_newest_run_of_the_experiment(cfg_tiny, tmp_path, caplog):
-    def run(folder: str, steps: int, ckpt_path: str | None = None) -> dict:
-        cfg = shaped(cfg_tiny.copy(), trainer__max_steps=steps, trainer__val_check_interval=10)
-        with open_dict(cfg):
-            cfg.name = "tiny"
-            cfg.paths.log_dir = str(tmp_path / "runs")
-            cfg.paths.output_dir = str(tmp_path / "runs" / "tiny" / folder)
-            cfg.callbacks.bleu = None
-            cfg.ckpt_path = ckpt_path
-        return train(cfg)
-
-    with pytest.raises(
-        FileNotFoundError, match=r"ckpt_path=last: no earlier run of name=tiny under .*train one"
-    ):
-        run("a", 10, "last")
-    run("b", 10)
-    with caplog.at_level(logging.INFO, logger="nanogpt"):
-        metrics = run("c", 20, "last")
-    assert (
-        "resuming the newest run of tiny" in caplog.text
-        and str(tmp_path / "runs" / "tiny" / "b") in caplog.text
-    )
-    assert metrics["step"] == 20
-    assert min(steps_of(tmp_path / "runs" / "tiny" / "c", "train/loss")) == 11  # continued from step 10
+    if recipe == "modern-muon":
+        assert cfg.optimizer._target_ == "nanogpt.optimizers.muon"
+        assert len(a["optimizer_states"][0]["param_groups"]) == 3  # AdamW's two and Muon's
+        assert not [k for k in b["state_dict"] if "rope" in k]  # computed, so never stored
+        # the trained checkpoint loads for sampling as the model it trained, its RoPE tables rebuilt
+        model, _, _ = load_checkpoint(tmp_path / "second" / "checkpoints" / "last.ckpt")
+        trained = {k: v for k, v in dataclasses.asdict(model.config).items() if k in MODERN}
+        assert trained == MODERN
+        assert all(torch.equal(p, b["state_dict"][f"model.{n}"]) for n, p in model.named_parameters())
 
 
 # --- 4. interrupts and crashes lose at most a few steps ---
@@ -394,9 +363,9 @@ def test_a_second_ctrl_c_exits_at_once_and_keeps_the_previous_checkpoint(tmp_pat
     assert json.loads((last.parents[1] / "result.json").read_text())["status"] == "interrupted"
 
 
-def test_a_truncated_checkpoint_names_a_loadable_one_of_the_same_run(cfg_tiny, tmp_path):
-    train(cfg_tiny)
-    ckpts = Path(cfg_tiny.paths.output_dir) / "checkpoints"
+def test_a_truncated_checkpoint_names_a_loadable_one_of_the_same_run(trained_run, cfg_tiny, tmp_path):
+    ckpts = tmp_path / "damaged" / "checkpoints"
+    shutil.copytree(trained_run.path / "checkpoints", ckpts)
     data = (ckpts / "last.ckpt").read_bytes()
     (ckpts / "last.ckpt").write_bytes(data[: len(data) // 3])  # as a full disk would leave it
     resume = cfg_tiny.copy()
@@ -407,20 +376,6 @@ def test_a_truncated_checkpoint_names_a_loadable_one_of_the_same_run(cfg_tiny, t
         ValueError, match=r"last.ckpt is not a readable checkpoint.*best.ckpt of the same folder loads"
     ):
         train(resume)
-
-
-class PoisonAt(Callback):
-    """Turn the weights to NaN just before optimizer step ``step`` (1-based) trains."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
-    ) -> None:
-        if trainer.global_step + 1 == self.step:
-            with torch.no_grad():
-                pl_module.model.lm_head.weight.fill_(float("nan"))
 
 
 @pytest.mark.parametrize(
@@ -436,12 +391,12 @@ def test_a_nan_loss_stops_the_run_naming_that_step_and_keeps_the_good_checkpoint
 ):
     # the loss is read off the device on the loggers' steps and before any validation or save, so
     # the run stops within log_every_n_steps of the NaN, saves nothing of it, and names its step
-    cfg = shaped(
+    cfg = override(
         cfg_tiny, trainer__max_steps=40, trainer__val_check_interval=10, trainer__log_every_n_steps=log_every
     )
     with open_dict(cfg):
         cfg.callbacks.bleu = None
-        cfg.callbacks.poison = {"_target_": "tests.test_loop.PoisonAt", "step": nan_at}
+        cfg.callbacks.poison = target(PoisonAt, step=nan_at)
     with pytest.raises(
         FloatingPointError, match=rf"train/loss is nan at step {nan_at}.*last good checkpoint is .*ckpt"
     ):

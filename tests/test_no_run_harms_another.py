@@ -17,17 +17,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
+from nanogpt.cli.errors import user_errors_in_one_line
 from nanogpt.files import remove_stale_temps
 from nanogpt.runs.checkpoint import read_checkpoint
 from nanogpt.runs.names import register_resolvers
 from nanogpt.training.callbacks import console
-from nanogpt.training.callbacks.console import StepProgressBar
 from nanogpt.training.job import train
 
 from .helpers import TINY, run_cli, strict_json
+from .helpers.callbacks import KeepBar, target
 
 
 def test_last_ckpt_holds_the_final_step_even_when_val_loss_never_improves(cfg_tiny):
@@ -100,7 +102,7 @@ def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_
 ):
     with open_dict(cfg_tiny):
         cfg_tiny.callbacks.bleu = None
-        cfg_tiny.callbacks.progress_bar = {"_target_": "tests.test_no_run_harms_another.KeepBar"}
+        cfg_tiny.callbacks.progress_bar = target(KeepBar)
         cfg_tiny.trainer.enable_progress_bar = True
         cfg_tiny.trainer.max_steps = 20
         cfg_tiny.scheduler.decay_steps = 40
@@ -131,20 +133,6 @@ def test_resuming_on_another_schedule_says_so_and_the_bar_counts_from_the_saved_
     # counted from the end of the first resumed step (which compiles or warms up): 59 steps of 8 x 32
     # tokens over 60 clock reads of 0.5 s (from step 0 it would count 80 steps' tokens, 683 tok/s)
     assert bar.tokens_per_s == round(59 * 8 * 32 / (60 * 0.5)) == 503
-
-
-class KeepBar(StepProgressBar):
-    """The progress bar, kept after the run so a test can read its totals and rates."""
-
-    bars: list[KeepBar] = []
-
-    def __init__(self) -> None:
-        super().__init__(refresh_rate=1)
-        KeepBar.bars.append(self)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return float(self._extra["tok/s"].replace(",", ""))
 
 
 # --- run folders ---
@@ -188,15 +176,6 @@ def test_two_runs_started_in_the_same_second_get_their_own_folders(tmp_path, tex
     assert seeds == {1, 2}
 
 
-def test_a_run_never_writes_into_another_runs_folder(cfg_tiny):
-    run = Path(cfg_tiny.paths.output_dir)
-    run.mkdir(parents=True)
-    (run / "result.json").write_text('{"status": "failed", "error": "an earlier run"}')
-    with pytest.raises(FileExistsError, match="already holds another run's result.json"):
-        train(cfg_tiny)
-    assert "an earlier run" in (run / "result.json").read_text()
-
-
 # --- records ---
 
 
@@ -226,13 +205,30 @@ def test_logger_null_means_no_loggers_and_a_quoted_path_may_hold_spaces_and_non_
     assert job.data.path == str(path)
 
 
-@pytest.mark.parametrize("command", ["nanogpt-sample", "nanogpt-eval"])
-def test_user_errors_print_their_message_first_and_the_traceback_on_request(tmp_path, command):
-    plain = run_cli(command, ["ckpt_path=nope.ckpt"], tmp_path)
+def test_a_console_script_prints_a_user_error_in_one_line_and_exits_1(tmp_path):
+    # the one wrapper of every console script (nanogpt-eval's own: test_cli_sample_eval.py)
+    plain = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path)
     assert plain.returncode == 1
     assert plain.stderr.startswith("FileNotFoundError: ckpt_path=nope.ckpt does not exist")
     assert "Traceback" not in plain.stderr and "HYDRA_FULL_ERROR=1" in plain.stderr
-    if command == "nanogpt-eval":
-        return  # the switch is the same for every command
-    full = run_cli("nanogpt-sample", ["ckpt_path=nope.ckpt"], tmp_path, env={"HYDRA_FULL_ERROR": "1"})
-    assert full.returncode == 1 and "Traceback" in full.stderr
+
+
+def test_user_errors_print_their_message_first_and_the_traceback_on_request(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # a single run, not a sweep's job
+    with pytest.raises(SystemExit) as exit, user_errors_in_one_line():
+        raise FileNotFoundError("ckpt_path=nope.ckpt does not exist")
+    assert exit.value.code == 1
+    said = "FileNotFoundError: ckpt_path=nope.ckpt does not exist\n(traceback: set HYDRA_FULL_ERROR=1)\n"
+    assert capsys.readouterr().err == said
+    # a training run's traceback is in its train.log, which the line names
+    log = tmp_path / "train.log"
+    log.write_text("Traceback (most recent call last): ...")
+    with pytest.raises(SystemExit), user_errors_in_one_line(log_file=log):
+        raise ValueError("bad")
+    assert capsys.readouterr().err == f"ValueError: bad\n(traceback: in {log}, or set HYDRA_FULL_ERROR=1)\n"
+    with pytest.raises(KeyError), user_errors_in_one_line():  # a bug keeps its traceback
+        raise KeyError("x")
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # Hydra's switch: the traceback, as Hydra prints it
+    with pytest.raises(FileNotFoundError), user_errors_in_one_line():
+        raise FileNotFoundError("ckpt_path=nope.ckpt does not exist")

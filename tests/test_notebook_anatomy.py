@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from nanogpt import CONFIG_DIR
-from tests.notebook_runner import execute, fresh_clone, shown
+
+from .helpers.notebooks import execute, fresh_clone, shown
 
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
 PROBE = """\
@@ -36,7 +37,7 @@ def gpt2_params(n_layer: int, n_embd: int, vocab_size: int, block_size: int) -> 
     return n_layer * block + vocab_size * C + block_size * C + 2 * C  # + wte, wpe, ln_f
 
 
-@pytest.mark.slow  # a 250-step training run, attention maps and generation timings: about 40 s
+@pytest.mark.nightly  # a 250-step training run, attention maps and generation timings: about 40 s
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_anatomy_notebook_runs_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
     notebook = fresh_clone("04_model_anatomy.ipynb", tmp_path, monkeypatch, shakespeare_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.notebook_runner import execute, fresh_clone, shown
+from .helpers.notebooks import execute, fresh_clone, shown
 
 # run after the notebook's own cells, in its kernel: what the test checks, as one JSON line
 PROBE = """\
@@ -24,7 +24,7 @@ print(json.dumps({
 """
 
 
-@pytest.mark.slow  # two sweeps, 12 jobs: 60-110 s on 2 CPU cores
+@pytest.mark.nightly  # two sweeps, 12 jobs: 60-110 s on 2 CPU cores
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_sweep_notebook_runs_its_own_sweeps_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")  # the [sweep] extra

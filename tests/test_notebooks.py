@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt.training.job import train
-from tests.notebook_runner import NOTEBOOK_DIR, execute, fresh_clone, printed, shown
+from .helpers.notebooks import NOTEBOOK_DIR, execute, fresh_clone, printed, shown
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -31,23 +30,23 @@ def test_notebooks_are_committed_without_outputs(path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_inspect_run_notebook_reads_a_run_it_is_given(cfg_tiny, monkeypatch):
-    train(cfg_tiny)
-    run = Path(cfg_tiny.paths.output_dir)
+def test_inspect_run_notebook_reads_a_run_it_is_given(trained_run, monkeypatch):
+    run = trained_run.path
     # the kernel inherits the environment: the run to inspect, and Jupyter's own inline plots
     monkeypatch.setenv("NANOGPT_RUN", str(run))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb, values = execute(NOTEBOOK_DIR / "02_inspect_run.ipynb", PROBE)
     assert Path(values["run"]) == run and values["n_layer"] == 2
     assert len(values["top"]) == 5
-    assert values["tokens_per_step"] == cfg_tiny.data.batch_size * cfg_tiny.model.block_size
-    assert values["validations"] == 2  # at steps 20 and 40
-    assert values["samples_over_time"] == [20, 40]  # one prompt's continuation at each validation
+    cfg = trained_run.cfg
+    assert values["tokens_per_step"] == cfg.data.batch_size * cfg.model.block_size
+    assert values["validations"] == 4  # at steps 10, 20, 30 and 40
+    assert values["samples_over_time"] == [10, 30]  # one prompt's continuation at each BLEU validation
     assert shown(nb, "image/png") >= 1  # loss against steps and against tokens
     assert all(f"--- temperature {t}" in printed(nb) for t in (0.5, 0.8, 1.2))
 
 
-@pytest.mark.slow  # 300 steps of the CPU recipe: the other test of this notebook reads a given run
+@pytest.mark.nightly  # 300 steps of the CPU recipe: the other test of this notebook reads a given run
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_path, tmp_path, monkeypatch):
     notebook = fresh_clone("02_inspect_run.ipynb", tmp_path, monkeypatch, shakespeare_path)
@@ -64,7 +63,7 @@ def test_inspect_run_notebook_trains_its_own_run_in_a_fresh_clone(shakespeare_pa
     assert shown(nb, "image/png") >= 1
 
 
-@pytest.mark.slow  # 400 steps of the CPU recipe: about a minute
+@pytest.mark.nightly  # 400 steps of the CPU recipe: about a minute
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_quickstart_notebook_trains_samples_and_scores_in_a_fresh_clone(
     shakespeare_path, tmp_path, monkeypatch

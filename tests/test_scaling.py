@@ -29,8 +29,8 @@ from nanogpt.training.module import GPTLightningModule
 from nanogpt.training.spec import accumulation_for, derived_accumulation, matmul_precision
 
 from .helpers import TINY, column, compose_train, read_metrics, run_cli
-from .rank_probe import PROBE, read_ranks
-from .rank_probe import ROOT as PROBE_ROOT
+from .helpers.callbacks import PROBE, read_ranks
+from .helpers.callbacks import ROOT as PROBE_ROOT
 
 # --- the global batch ---
 
@@ -292,13 +292,10 @@ def _meta_gpt(config: GPTConfig) -> torch.nn.Module:
         return GPT(config)
 
 
-def test_throughput_and_mfu_reach_the_loggers_against_a_given_peak(cfg_tiny, caplog):
-    with open_dict(cfg_tiny):
-        cfg_tiny.callbacks.throughput.peak_flops = 1e12  # a made-up peak: CPUs have none in Lightning's table
-        cfg_tiny.callbacks.bleu = None
-    with caplog.at_level("INFO", logger="nanogpt"):
-        train(cfg_tiny)
-    run = Path(cfg_tiny.paths.output_dir)
+def test_throughput_and_mfu_reach_the_loggers_against_a_given_peak(trained_run):
+    # the shared run's callbacks.throughput.peak_flops=1e12: a made-up peak (CPUs have none in
+    # Lightning's table)
+    run, cfg = trained_run.path, trained_run.cfg
     rows = read_metrics(run)
     tokens, step_ms, mfu = (dict(column(rows, f"perf/{k}")) for k in ("tokens_per_s", "step_ms", "mfu"))
     train_s = column(rows, "perf/train_s")  # seconds of training, from the first step on
@@ -308,11 +305,12 @@ def test_throughput_and_mfu_reach_the_loggers_against_a_given_peak(cfg_tiny, cap
     assert set(tokens) == set(step_ms) == set(mfu) and len(tokens) >= 3
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     config = GPTConfig(**ckpt["hyper_parameters"]["model"])
-    tokens_per_step = cfg_tiny.data.batch_size * cfg_tiny.data.block_size
+    tokens_per_step = cfg.data.batch_size * cfg.data.block_size
     for step in tokens:
         assert tokens[step] == pytest.approx(tokens_per_step * 1000 / step_ms[step], rel=1e-3)
         # MFU: the FLOPs the model needs per second over the peak
         assert mfu[step] == pytest.approx(tokens[step] * flops_per_token(config) / 1e12, rel=1e-3)
     # the run summary: the FLOPs per token that perf/mfu counts, and the peak it divides by
-    assert f"FLOPs/token     {flops_per_token(config) / 1e6:,.1f}M" in caplog.text
-    assert "peak            1.0 TFLOP/s per device" in caplog.text
+    log = trained_run.log
+    assert f"FLOPs/token     {flops_per_token(config) / 1e6:,.1f}M" in log
+    assert "peak            1.0 TFLOP/s per device" in log

@@ -39,8 +39,8 @@ from .helpers import (
     sweep_dirs,
     wait_until,
 )
-from .rank_probe import PROBE, read_ranks
-from .rank_probe import ROOT as PROBE_ROOT
+from .helpers.callbacks import PROBE, read_ranks
+from .helpers.callbacks import ROOT as PROBE_ROOT
 
 
 def assert_png(path: Path) -> None:

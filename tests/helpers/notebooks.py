@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK_DIR = Path(__file__).parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).parents[2] / "notebooks"
 
 
 def fresh_clone(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shakespeare_path: Path) -> Path:

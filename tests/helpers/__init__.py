@@ -1,5 +1,7 @@
 """What many test modules share: the fixture text, the tiny recipe, running the console scripts, reading
-a run's metrics, and waiting on a process. Fixtures live in ``conftest.py``; this is plain functions."""
+a run's metrics, and waiting on a process. Fixtures live in ``conftest.py``; this is plain functions
+(the test-only callbacks are in ``callbacks.py``, running notebooks in ``notebooks.py``). No test module
+imports another: what two of them need is here."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nanogpt import CONFIG_DIR
 
@@ -80,6 +82,14 @@ def compose_train(overrides: list[str] | None = None) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=overrides or [])
+
+
+def override(cfg: DictConfig, **values: object) -> DictConfig:
+    """``cfg`` with ``group__key=value`` set as ``group.key=value`` on the command line would (in place)."""
+    with open_dict(cfg):
+        for key, value in values.items():
+            OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
+    return cfg
 
 
 def derived(cfg: DictConfig, vocab_size: int = 65, **found: object) -> RunSpec:
@@ -194,3 +204,65 @@ def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
     """The sweep folders of experiment ``name`` under ``tmp_path/runs``."""
     root = tmp_path / "runs" / name
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def isolate_wandb(monkeypatch, folder: Path) -> Path:
+    """No W&B credentials, no user settings, and every file wandb writes inside ``folder``; returns the
+    ``$HOME`` it gets (empty: no ~/.netrc, no ~/.config/wandb). ``monkeypatch`` undoes it."""
+    import wandb
+
+    wandb.teardown()  # wandb reads its environment once per process; make it read this one
+    for name in [k for k in os.environ if k.startswith("WANDB_")] + ["NETRC"]:
+        monkeypatch.delenv(name, raising=False)
+    home = folder / "home"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    for name in ["WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"]:
+        monkeypatch.setenv(name, str(folder / "wandb-home" / name.lower()))
+    # the system monitor and console capture only cost the test time
+    monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
+    monkeypatch.setenv("WANDB_X_SAVE_REQUIREMENTS", "false")
+    monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    return home
+
+
+def read_offline_run(run_dir: Path) -> dict:
+    """The run record, config, history rows, final summary and artifacts of an offline W&B run.
+
+    wandb 0.31 writes no ``wandb-summary.json`` or ``config.yaml`` offline: the run's ``run-<id>.wandb``
+    log, which ``wandb sync`` uploads, is its only record. W&B's documented reader for it is the CLI
+    ``wandb leet inspect``: ``--summary --json`` gives the final config and summary, ``--json`` one line
+    per record (run, history, artifact...) laid out as wandb's own protobuf records.
+    """
+    import wandb
+
+    wandb.teardown()  # wandb-core may still be writing the file after run.finish() returns
+    state = json.loads(_wandb_leet_inspect(run_dir, "--summary"))
+    records = [json.loads(line) for line in _wandb_leet_inspect(run_dir).splitlines()]
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
+    return {
+        "run": run,
+        "config": state["config"],
+        "history": history,
+        "summary": state["summary"],
+        "artifacts": artifacts,
+    }
+
+
+def _wandb_leet_inspect(run_dir: Path, *flags: str) -> str:
+    exe = Path(sys.executable).with_name("wandb")
+    # WANDB_MODE=offline: otherwise wandb-core looks W&B's server up before it exits
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [str(exe), "leet", "inspect", "--json", *flags, str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"`wandb leet inspect` could not read {run_dir}: {result.stderr[-2000:]}"
+    return result.stdout
