@@ -3,10 +3,13 @@
 - Every ``nanogpt-train``, ``nanogpt-sample``, ``nanogpt-eval`` and ``nanogpt-export`` command (in
   ``bash`` blocks and in inline code) is composed by Hydra with its own overrides: a renamed option,
   group or experiment fails here. A sweep (``-m``) is composed at its first job; placeholders such
-  as ``<time>`` stand for any value.
+  as ``<time>`` stand for any value. A training command's options pass the checks a run makes
+  before any work, and its model config builds.
 - The ``nanogpt-train`` commands that can train on this machine's CPU, offline, and need no file of
   the user's are run, each set of overrides once, shortened with ``debug=fdr``: one training and one
-  validation batch (a sweep: its first job).
+  validation batch (a sweep: its first job). One that picks the same config of every group as an
+  experiment (its values aside) trains as that experiment's smoke test does
+  (``test_configs.py``), so it trains with the ``nightly`` tests only; the others with the ``slow``.
 - Every ``python -m benchmarks <suite> ...`` command names a suite that exists, a mode it has and
   flags it takes (its ``--help``); ``python scripts/...`` (the tools) and ``nanogpt-report`` likewise.
 
@@ -34,7 +37,11 @@ from omegaconf import open_dict
 from benchmarks.suites import SUITES
 from nanogpt import CONFIG_DIR
 from nanogpt.cli.train import OPTIONAL_GROUPS
+from nanogpt.hf.gpt2 import pretrained_shape
+from nanogpt.options import check_options
 from nanogpt.training.job import train
+
+from .helpers import derived
 
 ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -157,32 +164,73 @@ def test_the_pages_show_commands_of_every_kind():
 
 @pytest.mark.parametrize("where,program,args", OURS, ids=[c[0] for c in OURS])
 def test_every_command_shown_composes(where, program, args):
-    compose_command(CONFIGS[program], _overrides(args), hydra=True)
+    composed = compose_command(CONFIGS[program], _overrides(args), hydra=True)
+    if program == "nanogpt-train":
+        cfg = compose_command(
+            "train", [o for o in _overrides(args) if not o.lstrip("+~").startswith("hydra")], hydra=False
+        )
+        with open_dict(cfg):
+            cfg.paths.output_dir = "."
+        check_options(cfg)
+        derived(cfg, pretrained_shape=_shape(cfg.model.get("init_from")))
+    assert composed
+
+
+def _shape(init_from: str | None) -> dict | None:
+    """The shape a command's model.init_from gives: a GPT-2 name's, known offline; a user's folder
+    (which the tests do not have) as GPT-2's own."""
+    if init_from is None:
+        return None
+    try:
+        return pretrained_shape(init_from)
+    except FileNotFoundError:
+        return pretrained_shape("gpt2")
 
 
 def _trains_here(cfg, args: tuple[str, ...]) -> bool:
     """Whether a composed command trains on this CPU, offline, on files the tests have."""
-    text = " ".join(args)
     return (
         cfg.trainer.get("accelerator") in ("cpu", "auto")
         and cfg.trainer.get("strategy", "auto") == "auto"
         and cfg.data.get("source") is None  # data=text needs the user's files
         and cfg.model.get("init_from") is None  # pretrained GPT-2 is a download
-        and "wandb" not in text
-        and not re.search(
-            r"=x\b|/x\b|/path/to|ckpt_path=|data\.path=", text
-        )  # placeholders, the user's files
+        and not _needs_what_tests_lack(args)
     )
 
 
-def _runnable() -> list[tuple[str, str, tuple[str, ...]]]:
-    """The training commands, each set of overrides once (the README and docs/ repeat some)."""
-    seen, unique = set(), []
+def _needs_what_tests_lack(args: tuple[str, ...]) -> bool:
+    """W&B, or a placeholder for the user's files, in a command's words."""
+    text = " ".join(args)
+    return "wandb" in text or bool(re.search(r"=x\b|/x\b|/path/to|ckpt_path=|data\.path=", text))
+
+
+GROUPS = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()}
+
+
+def _picks(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """The group configs a command picks (debug aside: every smoke test adds debug=fdr); the rest of
+    its overrides are values."""
+    return tuple(
+        sorted(o for o in overrides if o.lstrip("+~").split("=")[0].split("/")[0] in GROUPS - {"debug"})
+    )
+
+
+def _runnable() -> list:
+    """The training commands, each set of overrides once (the README and docs/ repeat some). Those
+    that pick what an experiment picks (``experiment=<name>`` and values) train as its smoke test
+    does, and those that pick what an earlier command picked train as that one does: they are
+    marked nightly; the first of each other set of picks is marked slow."""
+    seen, picked, unique = set(), set(), []
     for where, program, args in TRAIN:
         overrides = tuple(o for o in _overrides(args) if not o.lstrip("+~").startswith("hydra"))
         if "hparams_search" not in " ".join(args) and overrides not in seen:
             seen.add(overrides)
-            unique.append((where, program, args))
+            picks = _picks(overrides)
+            trained = picks in picked or (len(picks) == 1 and picks[0].startswith("experiment="))
+            if not _needs_what_tests_lack(args):  # one that skips trains nothing for the others
+                picked.add(picks)
+            mark = pytest.mark.nightly if trained else pytest.mark.slow
+            unique.append(pytest.param(where, program, args, id=where, marks=mark))
     return unique
 
 
@@ -195,9 +243,8 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.mark.slow  # one small batch each, but a Lightning run apiece
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("where,program,args", RUNNABLE, ids=[c[0] for c in RUNNABLE])
+@pytest.mark.parametrize("where,program,args", RUNNABLE)  # slow or nightly: see _runnable
 def test_every_cpu_training_command_shown_trains_one_batch(
     where, program, args, shakespeare_path, data_dir, tmp_path
 ):
@@ -215,6 +262,9 @@ def test_every_cpu_training_command_shown_trains_one_batch(
         cfg.paths.output_dir = str(tmp_path / "run")
         if cfg.data.get("path") is None and "shakespeare" in str(cfg.data.get("data_dir")):
             cfg.data.path = str(shakespeare_path)
+        # a long recipe's compile=auto would compile from a cold cache for this one batch; compiling
+        # is test_compiler.py's
+        cfg.compile = False
     train(cfg)
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "completed"
 

@@ -1,36 +1,26 @@
-"""From one process to several: DDP, torchrun on two "nodes", SLURM folders, the global batch, and
-throughput. Every multi-process run is a subprocess, since Lightning's ddp launcher re-runs the
-command for its other ranks."""
+"""From one process to several: the global batch, launches that disagree with the config, SLURM
+folders, and throughput. (The multi-process runs themselves, DDP, FSDP and torchrun: test_distributed.py.)"""
 
 import csv
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
-from nanogpt.data import CorpusConfig, find_corpus
-from nanogpt.data.windows import EvalWindows
-from nanogpt.evaluate import val_loss
 from nanogpt.metrics.flops import flops_per_token
 from nanogpt.model import GPTConfig, ParamGroups
-from nanogpt.runs.checkpoint import load_checkpoint
 from nanogpt.runs.folder import Result, RunDir, claim, requeue_checkpoint
 from nanogpt.runs.names import run_name
 from nanogpt.training.job import train
 from nanogpt.training.module import GPTLightningModule
 from nanogpt.training.spec import accumulation_for, derived_accumulation, matmul_precision
 
-from .helpers import TINY, column, compose_train, read_metrics, run_cli
-from .helpers.callbacks import PROBE, read_ranks
-from .helpers.callbacks import ROOT as PROBE_ROOT
+from .helpers import TINY, column, compose_train, free_port, read_metrics
 
 # --- the global batch ---
 
@@ -108,82 +98,12 @@ def test_matmul_precision_auto_is_tf32_on_cuda_only():
     assert matmul_precision(compose_train([*TINY, "matmul_precision=highest"])) == "highest"
 
 
-# --- several processes ---
-
-
-def test_two_process_ddp_on_cpu(tmp_path, text_path, monkeypatch):
-    # batch 8 x context 32 x 2 processes is 512 tokens: 1024 per step is 2 micro-batches per rank
-    args = [*TINY, "trainer=ddp_cpu", "data.global_batch_tokens=1024", f"data.path={text_path}"]
-    args += ["name=ddp", "paths.root_dir=.", "callbacks.bleu=null", *PROBE]
-    result = run_cli("nanogpt-train", args, cwd=tmp_path, env={"PYTHONPATH": PROBE_ROOT})
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "ddp").iterdir()  # one run folder for both ranks
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    assert len(list(tmp_path.rglob("result.json"))) == 1
-    record = json.loads((run / "result.json").read_text())
-    assert record["status"] == "completed" and record["step"] == 40
-    # the final validation: rank 0 alone scores best.ckpt on the whole val split, as nanogpt-eval does
-    model, _, _ = load_checkpoint(run / "checkpoints" / "best.ckpt")
-    monkeypatch.chdir(tmp_path)  # config.yaml's data_dir is under paths.root_dir=.
-    corpus = find_corpus(CorpusConfig.from_data(OmegaConf.load(run / "config.yaml").data))
-    loss, tokens = val_loss(model, EvalWindows(corpus.path("val"), 32, 8, None, dtype=corpus.meta.dtype))
-    assert (record["final_val_loss"], record["final_val_tokens"]) == (pytest.approx(loss, rel=1e-6), tokens)
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 40
-    rows = read_metrics(run)
-    loss = column(rows, "train/loss")
-    assert loss[-1][1] < loss[0][1] - 0.3  # it learns
-    assert column(rows, "perf/tokens_per_s") and column(rows, "perf/step_ms")
-    assert not column(rows, "perf/mfu")  # no peak is known for a CPU
-    ranks = read_ranks(run)
-    assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
-    assert {r["accumulate_grad_batches"] for r in ranks} == {2}
-    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 80  # 40 steps x 2 micro-batches
-    assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"])  # each rank its own windows
-    assert ranks[0]["val_loss"] == ranks[1]["val_loss"] and len(ranks[0]["val_loss"]) == 2
-    log = (run / "train.log").read_text()
-    assert "accumulation 2 (from data.global_batch_tokens) x devices 2" in log
-    assert "accumulation 2 = 1,024 / (batch 8 x context 32 x 2 processes)" in log
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_on_two_nodes_of_this_machine_writes_one_run_folder(tmp_path, text_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launch = [str(torchrun), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d"]
-    launch += [f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=nanogpt-test"]
-    args = [*TINY, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.max_steps=10"]
-    args += ["trainer.val_check_interval=5", f"data.path={text_path}", "name=torchrun", "paths.root_dir=."]
-    args += ["callbacks.bleu=null", *PROBE]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": PROBE_ROOT}
-    nodes = [
-        subprocess.Popen(
-            [*launch, "-m", "nanogpt.cli.train", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    (run,) = (tmp_path / "runs" / "torchrun").iterdir()  # the ranks agreed on rank 0's folder
-    assert [r["rank"] for r in read_ranks(run)] == [0, 1]
-    assert {r["world_size"] for r in read_ranks(run)} == {2}
-    record = json.loads((run / "result.json").read_text())
-    assert record["status"] == "completed" and record["step"] == 10
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+# --- several processes (their runs: test_distributed.py) ---
 
 
 def test_a_launch_that_disagrees_with_the_trainer_config_is_refused(cfg_tiny, monkeypatch):
     # what torchrun --standalone --nproc_per_node=2 gives rank 0, while the config says 1 device on
-    # 1 node: the global batch would be wrong. (A launch that agrees trains: the torchrun test above.)
+    # 1 node: the global batch would be wrong. (A launch that agrees trains: test_distributed.py.)
     for key, value in dict(
         TORCHELASTIC_RUN_ID="x",
         WORLD_SIZE="2",

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -152,6 +153,13 @@ def wait_until(
         assert time.monotonic() < deadline, f"{what} never happened in {timeout:.0f} s"
         time.sleep(0.05)
     return found
+
+
+def free_port() -> int:
+    """A TCP port of this machine that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def strict_json(path: Path) -> dict:
