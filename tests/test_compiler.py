@@ -99,7 +99,7 @@ def test_a_compiled_step_is_known_by_its_shape_batch_and_precision():
         assert marker != step_marker(other, model)
 
 
-@pytest.mark.slow  # a cold compile of the tiny model takes 20-60 s on 2 cores
+@pytest.mark.nightly  # a cold compile of the tiny model takes 20-60 s on 2 cores
 def test_a_compiled_run_warms_the_cache_for_the_next_and_its_checkpoint_loads_uncompiled(
     cfg_tiny, tmp_path, caplog
 ):

@@ -197,6 +197,7 @@ def fsdp_run(tmp_path_factory, text_path) -> tuple[Path, Path]:
     return first, resumed
 
 
+@pytest.mark.slow  # two 2-rank FSDP runs, ~30 s on 2 cores
 def test_fsdp_on_two_cpu_ranks_trains_and_resumes_like_ddp(fsdp_run, ddp_run):
     first, resumed = fsdp_run
     for run in fsdp_run:
@@ -223,6 +224,7 @@ def test_fsdp_on_two_cpu_ranks_trains_and_resumes_like_ddp(fsdp_run, ddp_run):
     assert groups[0] == 10  # 4 matrices in each of 2 blocks, the tied embedding, the positions
 
 
+@pytest.mark.slow  # reads the two FSDP runs
 def test_fsdp_checkpoint_samples_on_one_cpu_as_the_ddp_one(fsdp_run, ddp_run):
     _, fsdp = fsdp_run
     model, tokenizer, _ = load_checkpoint(fsdp, device="cpu")
@@ -249,6 +251,7 @@ def compose_sample(overrides: list[str]):
         return compose(config_name="sample", overrides=overrides)
 
 
+@pytest.mark.slow  # four processes: two torchrun agents, two ranks
 def test_torchrun_on_two_nodes_of_this_machine_writes_one_run_folder(tmp_path, text_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     launch = [str(torchrun), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d"]

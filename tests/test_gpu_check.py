@@ -28,7 +28,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.slow  # five processes, each importing torch and Lightning: ~1-2 min on 2 busy cores
+@pytest.mark.nightly  # five processes, each importing torch and Lightning: ~1-2 min on 2 busy cores
 def test_the_dry_run_fills_every_row_with_numbers(text_path, tmp_path):
     if not os.environ.get("TIKTOKEN_CACHE_DIR"):
         pytest.skip("the GPT-2 rows need GPT-2's BPE files offline; set TIKTOKEN_CACHE_DIR")

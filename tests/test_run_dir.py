@@ -224,6 +224,7 @@ cli()
 """
 
 
+@pytest.mark.slow  # a signal to a process
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_an_interrupt_while_the_data_is_prepared_is_recorded_and_exits_as_the_shell_expects(
     tmp_path, text_path, signum
@@ -258,6 +259,7 @@ cli()
 """
 
 
+@pytest.mark.slow  # a signal to a process
 def test_ctrl_c_in_a_validation_records_the_best_the_console_prints(tmp_path, text_path):
     args = [
         *TINY,

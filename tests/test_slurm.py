@@ -31,6 +31,7 @@ def compose_with_hydra(overrides: list[str]):
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
+@pytest.mark.slow  # a sweep and a process per job
 def test_submitit_local_runs_every_job_in_its_own_process_and_reports_them(tmp_path, text_path):
     result = sweep(
         tmp_path,
@@ -105,6 +106,7 @@ exit 1
 """
 
 
+@pytest.mark.slow  # a sweep process
 def test_a_two_machine_sweep_goes_to_sbatch_with_the_settings_that_matter(tmp_path, text_path):
     # submitit looks for srun before it submits, and calls sbatch; both are stand-ins here
     bin_dir = tmp_path / "bin"
