@@ -22,36 +22,10 @@ from nanogpt.metrics.flops import flops_per_token
 from nanogpt.model import GPT, GPTConfig, apply_rope, rope_tables
 from nanogpt.optimizers import adamw, muon
 
+from .helpers.components import CAP, COMPONENTS
+
 # 4 heads of 8 channels, so that 2 and 1 key/value heads are grouped- and multi-query attention
 SHAPE = dict(block_size=16, vocab_size=50, n_layer=2, n_head=4, n_embd=32)
-# a cap the roughened logits below (up to ~6) reach, so the tanh bends them; nanochat's 15 would not
-CAP = 3.0
-MODERN = dict(
-    position="rope",
-    norm="rmsnorm",
-    qk_norm=True,
-    mlp="relu2",
-    n_kv_head=2,
-    logit_softcap=CAP,
-    tie_weights=False,
-)
-COMPONENTS = {
-    "gpt2": {},  # the default every other one changes one field of
-    "rope": dict(position="rope"),
-    "rmsnorm": dict(norm="rmsnorm"),
-    "rmsnorm_no_gain": dict(norm="rmsnorm", norm_gain=False),
-    "qk_norm": dict(qk_norm=True),
-    "relu2": dict(mlp="relu2"),
-    "swiglu": dict(mlp="swiglu"),
-    "gqa": dict(n_kv_head=2),
-    "mqa": dict(n_kv_head=1),
-    "softcap": dict(logit_softcap=CAP),
-    "untied": dict(tie_weights=False),
-    # nanochat's set (configs/ablation/modern.yaml) with grouped-query attention
-    "modern": MODERN,
-    # the alternatives: SwiGLU, multi-query, gain-free norms (nanochat's RMSNorm), no biases
-    "modern_swiglu_mqa": {**MODERN, "mlp": "swiglu", "n_kv_head": 1, "norm_gain": False, "bias": False},
-}
 COMBINATIONS = ["modern", "modern_swiglu_mqa"]
 # every norm module's name: the blocks' two, the final one, and qk_norm's two per attention
 NORMS = ("ln_1", "ln_2", "ln_f", "q_norm", "k_norm")

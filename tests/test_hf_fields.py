@@ -38,13 +38,13 @@ from nanogpt.hf.gpt2 import (
 )
 from nanogpt.model import GPT, GPTConfig
 
-from .test_components import COMPONENTS
-from .test_gpt2_hf import random_gpt
+from .helpers.components import COMPONENTS
+from .helpers.hf import random_gpt
 
 pytest.importorskip("transformers")
 
 SHAPE = dict(block_size=16, vocab_size=64, n_layer=2, n_head=4, n_embd=32)  # random_gpt's
-# a value to try of each field that is no component (tests/test_components.py's COMPONENTS gives theirs)
+# a value to try of each field that is no component (tests/helpers/components.py's COMPONENTS gives theirs)
 OTHER = dict(
     block_size=24,
     vocab_size=72,
@@ -120,7 +120,7 @@ def other_value(name: str, than: Any) -> Any:
             return value
     raise AssertionError(
         f"no value of model.{name} to try but {than!r}: give its component an entry in "
-        "tests/test_components.py's COMPONENTS (or this file's OTHER)"
+        "tests/helpers/components.py's COMPONENTS (or this file's OTHER)"
     )
 
 
