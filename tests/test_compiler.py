@@ -87,6 +87,14 @@ def test_the_cache_folder_is_the_configs_then_pytorchs_variable_then_the_users_c
     assert cache_dir(None) == tmp_path / "xdg" / "nanogpt" / "torch-compile"
 
 
+def test_a_fast_dev_run_counts_as_the_batches_it_runs():
+    # debug=fdr on a 5,000-step recipe runs one step: compile=auto must not pay a compile for it
+    trainer = OmegaConf.create({"max_steps": 5000, "fast_dev_run": True})
+    assert compiler.planned_steps(trainer) == 1
+    assert compiler.planned_steps(OmegaConf.merge(trainer, {"fast_dev_run": 3})) == 3
+    assert compiler.planned_steps(OmegaConf.merge(trainer, {"fast_dev_run": False})) == 5000
+
+
 def test_a_compiled_step_is_known_by_its_shape_batch_and_precision():
     cfg = compose_train(TINY)
     model = GPTConfig(n_layer=1, n_head=1, n_embd=32, vocab_size=65)

@@ -129,15 +129,14 @@ def test_every_experiment_runs_a_smoke_test_with_debug_fdr(name, tmp_path, text_
             cfg.data.batch_size = min(cfg.data.batch_size, 4)
         if cfg.model.get("init_from"):  # nothing is downloaded in tests: start from a small random GPT-2
             cfg.model.init_from = str(request.getfixturevalue("tiny_gpt2_dir"))
-        # compile=auto would compile the long recipes' step from a cold cache (a minute or more on a
-        # CPU) for one batch; compiling is test_compiler.py's, the recipe's one batch is this test's
-        cfg.compile = False
     metrics = train(cfg)
     run = tmp_path / "run"
     assert metrics["step"] == 1 and metrics["val/loss"] > 0
     # what debug/fdr.yaml promises: no checkpoints, no logger files, no loss.png; the record stays
     assert json.loads((run / "result.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "result.json"]
+    # one batch pays for no compile, whatever the recipe's trainer.max_steps (compile=auto)
+    assert OmegaConf.load(run / "config.yaml").compile is False
 
 
 # nanoGPT's config/train_shakespeare_char.py (with its train.py defaults for what that file leaves out)

@@ -181,6 +181,15 @@ def step_marker(cfg: Any, model: GPTConfig) -> Path:
     return cache_dir(cfg.get("compile_cache_dir")) / "nanogpt-steps" / f"{key}.json"
 
 
+def planned_steps(trainer: Any) -> int | None:
+    """The training steps a run will take: ``trainer.max_steps``, or Lightning's ``fast_dev_run``
+    batches (``true`` is one, as ``debug=fdr`` sets it), which stop the run whatever ``max_steps`` says."""
+    fast_dev_run = trainer.get("fast_dev_run")
+    if fast_dev_run:
+        return 1 if fast_dev_run is True else int(fast_dev_run)
+    return trainer.get("max_steps")
+
+
 def choose_compile(cfg: Any, model: GPTConfig) -> Path | None:
     """Whether the run ``cfg`` of ``model`` compiles its training step, logging why: the step's
     marker (:class:`CompiledStep` writes it) when it does, else ``None``. Points PyTorch's caches at
@@ -189,7 +198,7 @@ def choose_compile(cfg: Any, model: GPTConfig) -> Path | None:
     marker = step_marker(cfg, model)
     compiled, why = decide(
         cfg.get("compile", False),
-        max_steps=cfg.trainer.get("max_steps"),
+        max_steps=planned_steps(cfg.trainer),
         warm=marker.is_file(),
         find_compiler=lambda: working_compiler(cuda),
         cuda=cuda,
