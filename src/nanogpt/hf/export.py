@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 
 from nanogpt.data import Tokenizer
 from nanogpt.hf.fields import GPT2, LLAMA, misfits, required
-from nanogpt.hf.gpt2 import hf_model_from_gpt, hydra_value, write_gpt2_tokenizer
+from nanogpt.hf.gpt2 import as_overrides, hf_model_from_gpt, hydra_value, write_gpt2_tokenizer
 from nanogpt.hf.llama import hf_llama_from_gpt
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.runs.checkpoint import load_checkpoint
@@ -126,7 +126,7 @@ def hf_format(config: GPTConfig, source: str) -> str:
         return LLAMA
 
     def misfit(fields: dict, has: dict, name: str) -> str:
-        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in fields.items())
+        asked = as_overrides(fields)
         return f"{name}'s for {asked} ({name} has {', '.join(f'{k}={hydra_value(has[k])}' for k in fields)})"
 
     raise ValueError(

@@ -207,7 +207,7 @@ def apply_pretrained_shape(
     asked = {k: model_fields.get(k) for k in SHAPE_FIELDS}
     conflicts = {k: v for k, v in asked.items() if v is not None and v != shape[k]}
     if conflicts:
-        overrides = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in conflicts.items())
+        overrides = as_overrides(conflicts)
         has = ", ".join(f"{k}={hydra_value(shape[k])}" for k in conflicts)
         raise ValueError(
             f"model.init_from={init_from} fixes the model's shape to the checkpoint's ({has}), but the "
@@ -218,8 +218,8 @@ def apply_pretrained_shape(
     fields = {**model_fields, **{k: shape[k] for k in SHAPE_FIELDS}}
     found = misfits(INIT_FROM, {k: v for k, v in fields.items() if k != "init_from"})
     if found:
-        asked = ", ".join(f"model.{k}={hydra_value(v)}" for k, v in found.items())
-        gpt2 = " ".join(f"model.{k}={hydra_value(GPT2_COMPONENTS[k])}" for k in found)
+        asked = as_overrides(found)
+        gpt2 = as_overrides({k: GPT2_COMPONENTS[k] for k in found}, sep=" ")
         raise ValueError(
             f"model.init_from={init_from} starts from GPT-2's weights, which have no place for {asked}; "
             f"pass GPT-2's {gpt2}, or train that model from scratch (e.g. model=gpt2, which has no init_from)"
@@ -232,6 +232,11 @@ def hydra_value(value: Any) -> str:
     if value is None:
         return "null"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def as_overrides(fields: dict[str, Any], sep: str = ", ") -> str:
+    """``fields`` as the command-line overrides that set them: ``model.bias=true, model.n_head=12``."""
+    return sep.join(f"model.{k}={hydra_value(v)}" for k, v in fields.items())
 
 
 def check_gpt2_tokenizer(tokenizer: str | None, init_from: str) -> None:
